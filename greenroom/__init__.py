@@ -1,0 +1,1 @@
+"""greenroom: an actor-model orchestrator for AI agent sessions."""

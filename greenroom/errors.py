@@ -1,0 +1,152 @@
+"""Every exception greenroom raises, in one place.
+
+The tree::
+
+    GreenroomError
+    ├── ConfigError(GreenroomError, ValueError)          bad key, type or value in configuration
+    ├── NotFoundError(GreenroomError, LookupError)
+    │   ├── SessionNotFoundError
+    │   ├── TaskNotFoundError
+    │   └── AgentNotFoundError
+    ├── ConflictError(GreenroomError, RuntimeError)
+    │   └── TurnInProgressError                           a foreground turn is already running
+    ├── CapacityError(GreenroomError, RuntimeError)       a bound was reached (HTTP 429)
+    │   └── QueueFullError                                 max_queued_tasks reached
+    ├── ShuttingDownError(GreenroomError, RuntimeError)   intake is closed (HTTP 503)
+    ├── StoreError(GreenroomError, OSError)               the store cannot be read or written (HTTP 503)
+    ├── AgentError(GreenroomError, RuntimeError)          an agent call failed
+    │   ├── UpstreamError                                  the upstream answered badly (status, stream)
+    │   └── RetriesExhaustedError                          every retry failed
+    └── TaskTimeoutError(GreenroomError, TimeoutError)   task.wait() ran out of time (the task goes on)
+
+Bad arguments raise the builtin ``ValueError``/``TypeError`` naming the parameter.
+"""
+
+from __future__ import annotations
+
+
+class GreenroomError(Exception):
+    """The root of every greenroom error.
+
+    Attributes:
+        code: a stable snake_case code, used as the HTTP error code.
+    """
+
+    code = "greenroom_error"
+
+
+class ConfigError(GreenroomError, ValueError):
+    """A configuration key is unknown, has the wrong type or a bad value."""
+
+    code = "config_error"
+
+
+class NotFoundError(GreenroomError, LookupError):
+    """Something addressed by id does not exist."""
+
+    code = "not_found"
+
+
+class SessionNotFoundError(NotFoundError):
+    """No session has this id."""
+
+    code = "session_not_found"
+
+
+class TaskNotFoundError(NotFoundError):
+    """No task of this session has this id."""
+
+    code = "task_not_found"
+
+
+class AgentNotFoundError(NotFoundError):
+    """No agent is registered or configured under this name."""
+
+    code = "agent_not_found"
+
+
+class ConflictError(GreenroomError, RuntimeError):
+    """The request conflicts with the current state."""
+
+    code = "conflict"
+
+
+class TurnInProgressError(ConflictError):
+    """A foreground turn is already running in this session."""
+
+    code = "turn_in_progress"
+
+
+class CapacityError(GreenroomError, RuntimeError):
+    """A configured bound was reached; retry later.
+
+    Attributes:
+        retry_after_s: a hint for the caller, in seconds.
+    """
+
+    code = "capacity"
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class QueueFullError(CapacityError):
+    """``max_queued_tasks`` tasks are already waiting to run."""
+
+    code = "queue_full"
+
+
+class ShuttingDownError(GreenroomError, RuntimeError):
+    """The orchestrator is stopping and takes no new work."""
+
+    code = "shutting_down"
+
+
+class StoreError(GreenroomError, OSError):
+    """The store could not be read or written (locked, read-only, disk full)."""
+
+    code = "store_unavailable"
+
+
+class AgentError(GreenroomError, RuntimeError):
+    """An agent call failed."""
+
+    code = "agent_error"
+
+
+class UpstreamError(AgentError):
+    """The upstream model server answered with an error or a broken stream.
+
+    Attributes:
+        status: the HTTP status, when there was one.
+        retryable: whether a retry may succeed.
+        retry_after_s: the server's ``Retry-After``, when it sent one.
+    """
+
+    code = "upstream_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+
+
+class RetriesExhaustedError(AgentError):
+    """Every attempt of an agent call failed; the last error is the cause."""
+
+    code = "retries_exhausted"
+
+
+class TaskTimeoutError(GreenroomError, TimeoutError):
+    """``Task.wait`` ran out of time. The task itself keeps running."""
+
+    code = "wait_timeout"

@@ -1,0 +1,228 @@
+"""The records greenroom keeps: sessions, messages, tasks, events.
+
+Plain dataclasses, no behaviour beyond conversion to JSON-able dicts. The store
+persists them, the actors own them, the HTTP layer renders them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+JSON = dict[str, Any]
+
+
+class TaskStatus(str, Enum):
+    """A task's status. The last five are terminal."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the task has ended."""
+        return self not in (TaskStatus.QUEUED, TaskStatus.RUNNING)
+
+
+TERMINAL = frozenset(s for s in TaskStatus if s.terminal)
+TASK_KINDS = ("background", "side")
+
+# The types of session events. Every one but message.delta takes a sequence number.
+EVENT_TASK_QUEUED = "task.queued"
+EVENT_TASK_STARTED = "task.started"
+EVENT_TASK_COMPLETED = "task.completed"
+EVENT_MESSAGE_COMPLETED = "message.completed"
+EVENT_MESSAGE_DELTA = "message.delta"
+
+
+def new_id(prefix: str) -> str:
+    """A fresh, URL-safe id such as ``ses_3f2a…``."""
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def now() -> float:
+    """Wall-clock time in seconds since the epoch (what records store)."""
+    return time.time()
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """Why a task did not complete: an error type and a message."""
+
+    type: str
+    message: str
+
+    def to_json(self) -> JSON:
+        return {"type": self.type, "message": self.message}
+
+    @classmethod
+    def from_json(cls, data: JSON | None) -> ErrorInfo | None:
+        if data is None:
+            return None
+        return cls(type=str(data["type"]), message=str(data["message"]))
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        return cls(type=type(exc).__name__, message=str(exc) or type(exc).__name__)
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    """A session as stored: who it talks to and when it began."""
+
+    id: str
+    agent: str
+    created_at: float
+    metadata: JSON = field(default_factory=dict)
+
+    def to_json(self) -> JSON:
+        return {
+            "id": self.id,
+            "agent": self.agent,
+            "created_at": self.created_at,
+            "metadata": self.metadata,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One message of a transcript."""
+
+    role: str  # "user" | "assistant" | "system"
+    content: str
+    created_at: float
+    turn_id: str | None = None
+    seq: int | None = None  # the message.completed event's seq, for assistant messages
+
+    def to_json(self) -> JSON:
+        return {
+            "role": self.role,
+            "content": self.content,
+            "created_at": self.created_at,
+            "turn_id": self.turn_id,
+            "seq": self.seq,
+        }
+
+    def to_chat(self) -> dict[str, str]:
+        """The form an agent receives: ``{"role", "content"}``."""
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    """A background task. Mutable while it runs; frozen in effect once terminal."""
+
+    id: str
+    session_id: str
+    kind: str
+    agent: str
+    prompt: str
+    status: TaskStatus
+    created_at: float
+    timeout_s: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    content: str | None = None
+    error: ErrorInfo | None = None
+    seq: int | None = None  # the task.completed event's seq
+    idempotency_key: str | None = None
+    request_id: str | None = None
+
+    def to_json(self) -> JSON:
+        """The task object of the API (DESIGN.md, HTTP API)."""
+        data: JSON = {
+            "id": self.id,
+            "session_id": self.session_id,
+            "kind": self.kind,
+            "agent": self.agent,
+            "status": self.status.value,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "timeout_s": self.timeout_s,
+        }
+        if self.status.terminal:
+            data.update(
+                content=self.content,
+                error=self.error.to_json() if self.error else None,
+                finished_at=self.finished_at,
+                seq=self.seq,
+            )
+        return data
+
+    def completion(self) -> Completion:
+        """The completion of a terminal task."""
+        if not self.status.terminal or self.seq is None or self.finished_at is None:
+            raise RuntimeError(f"task {self.id} has not ended")
+        return Completion(
+            seq=self.seq,
+            task_id=self.id,
+            session_id=self.session_id,
+            status=self.status,
+            content=self.content,
+            error=self.error,
+            created_at=self.created_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """The one completion every task produces, as its parent session recorded it."""
+
+    seq: int
+    task_id: str
+    session_id: str
+    status: TaskStatus
+    content: str | None
+    error: ErrorInfo | None
+    created_at: float
+    started_at: float | None
+    finished_at: float
+
+    def to_json(self) -> JSON:
+        """The result object of the API."""
+        return {
+            "seq": self.seq,
+            "task_id": self.task_id,
+            "session_id": self.session_id,
+            "status": self.status.value,
+            "content": self.content,
+            "error": self.error.to_json() if self.error else None,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A session event. ``seq`` is None only for ephemeral ``message.delta`` events."""
+
+    type: str
+    data: JSON
+    seq: int | None = None
+    ts: float = field(default_factory=now)
+
+    def to_json(self) -> JSON:
+        return {"seq": self.seq, "type": self.type, "ts": self.ts, "data": self.data}
+
+
+@dataclass(slots=True)
+class SessionSnapshot:
+    """Everything needed to re-activate a session actor from the store."""
+
+    session: SessionRecord
+    messages: list[ChatMessage]
+    tasks: list[TaskRecord]
+    last_seq: int
+    acked_up_to: int
+    recent_events: list[Event]  # the newest events, oldest first, for SSE replay

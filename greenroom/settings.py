@@ -1,0 +1,95 @@
+"""The shape of greenroom's configuration: typed, frozen dataclasses.
+
+``greenroom.config`` loads them from ``config/greenroom.toml``, a user file and
+``GREENROOM_*`` environment variables, and validates every key against these types.
+The defaults here are the embedded defaults and match ``config/greenroom.toml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None  # bearer token for /v1; GREENROOM_TOKEN sets it too
+    max_wait_s: float = 60.0  # cap on ?wait= long-polls
+    shutdown_grace_s: float = 5.0  # how long running turns get on SIGTERM
+    heartbeat_s: float = 15.0  # SSE heartbeat comment interval
+    sse_queue_size: int = 1000  # per-subscriber buffer before it is reset
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    kind: str = "sqlite"  # "memory" | "sqlite"
+    synchronous: str = "NORMAL"  # sqlite PRAGMA synchronous: "NORMAL" | "FULL"
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    path: str | None = None  # JSON lines file; None: stderr only
+    format: str = "auto"  # "auto" | "console" | "json" (console output)
+    level: str = "info"
+    log_content: bool = False  # log prompt/answer text (else only lengths)
+    max_bytes: int = 50 * 1024 * 1024  # rotate the log file at this size
+    backup_count: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsSettings:
+    max_running_tasks: int = 64
+    max_queued_tasks: int = 1000
+    task_timeout_s: float = 600.0
+    max_live_sessions: int = 1000
+    session_idle_s: float = 300.0
+    max_body_bytes: int = 1024 * 1024
+    max_prompt_chars: int = 200_000
+    max_tasks_per_session: int = 10_000  # kept (unpruned) tasks; past it start_task is refused
+    replay_events: int = 1000  # events kept in memory per session for SSE replay
+    retention_s: float = 7 * 24 * 3600.0  # acknowledged results older than this are pruned
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    """One named agent. ``kind`` picks the backend; the other keys belong to it."""
+
+    kind: str  # "echo" | "openai" | "python"
+    # echo
+    delay_s: float = 0.0
+    chunk_chars: int = 8
+    # openai
+    base_url: str = "http://127.0.0.1:11434/v1"
+    model: str = "gpt-4o-mini"
+    api_key_env: str | None = None
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 120.0
+    max_retries: int = 3
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    system_prompt: str | None = None
+    # python
+    target: str | None = None  # "module:callable"
+
+
+def _default_agents() -> dict[str, AgentSettings]:
+    return {"echo": AgentSettings(kind="echo")}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    default_agent: str = "echo"
+    data_dir: str = ".greenroom"
+    server: ServerSettings = field(default_factory=ServerSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
+    agents: dict[str, AgentSettings] = field(default_factory=_default_agents)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with top-level fields replaced."""
+        from dataclasses import replace
+
+        return replace(self, **changes)
