@@ -1,1 +1,72 @@
-"""greenroom: an actor-model orchestrator for AI agent sessions."""
+"""greenroom: an actor-model orchestrator for AI agent sessions.
+
+The embedded API::
+
+    async with greenroom.Orchestrator(config=None) as orch:
+        session = await orch.create_session()
+        task = await session.start_task("summarise this", kind="background")
+        done = await task.wait(timeout=30)
+"""
+
+from greenroom.agents import BaseAgent, CallableAgent, EchoAgent
+from greenroom.api import Session, Subscription, Task
+from greenroom.errors import (
+    AgentError,
+    AgentNotFoundError,
+    CapacityError,
+    ConfigError,
+    ConflictError,
+    GreenroomError,
+    NotFoundError,
+    QueueFullError,
+    RetriesExhaustedError,
+    SessionNotFoundError,
+    ShuttingDownError,
+    StoreError,
+    TaskNotFoundError,
+    TaskTimeoutError,
+    TurnInProgressError,
+    UpstreamError,
+)
+from greenroom.models import Completion, ErrorInfo, Event, TaskStatus
+from greenroom.orchestrator import Orchestrator
+from greenroom.settings import Settings
+from greenroom.typing import Agent, AgentContext, History, Store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "AgentContext",
+    "AgentError",
+    "AgentNotFoundError",
+    "BaseAgent",
+    "CallableAgent",
+    "CapacityError",
+    "Completion",
+    "ConfigError",
+    "ConflictError",
+    "EchoAgent",
+    "ErrorInfo",
+    "Event",
+    "GreenroomError",
+    "History",
+    "NotFoundError",
+    "Orchestrator",
+    "QueueFullError",
+    "RetriesExhaustedError",
+    "Session",
+    "SessionNotFoundError",
+    "Settings",
+    "ShuttingDownError",
+    "Store",
+    "StoreError",
+    "Subscription",
+    "Task",
+    "TaskNotFoundError",
+    "TaskStatus",
+    "TaskTimeoutError",
+    "TurnInProgressError",
+    "UpstreamError",
+    "__version__",
+]

@@ -1,0 +1,239 @@
+"""Every message the actors exchange, in one module.
+
+Messages carry their correlation ids explicitly (``request_id`` and friends):
+contextvars do not cross actor threads. A message that expects an answer carries a
+:class:`~greenroom.actors.bridge.Reply`; the actor answers through it exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from greenroom.actors.bridge import Reply
+from greenroom.actors.events import EventStream
+from greenroom.models import SessionRecord, TaskRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    """A consumer of session events living on the asyncio loop (SSE stream, embedded turn)."""
+
+    id: str
+    loop: asyncio.AbstractEventLoop
+    stream: EventStream
+    turn_id: str | None = None  # only this turn's events, then the subscriber is dropped
+
+
+# --- to the directory -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Deliver ``message`` to the session ``session_id``, activating it if asleep."""
+
+    session_id: str
+    message: Any
+
+
+@dataclass(frozen=True, slots=True)
+class CreateSession:
+    record: SessionRecord
+    reply: Reply
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Passivated:
+    """A session actor agreed to stop; the directory may forget it."""
+
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PassivateRefused:
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionGone:
+    """The session does not exist in the store; its actor stopped."""
+
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """Passivate sessions idle for ``session_idle_s`` or beyond ``max_live_sessions``."""
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryStats:
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class PassivateAll:
+    """Shutdown: ask every live session to passivate; reply when all have answered."""
+
+    reply: Reply
+
+
+# --- to a session -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Passivate:
+    """From the directory: stop if idle (answer Passivated), else PassivateRefused."""
+
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GetInfo:
+    reply: Reply
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StartTurn:
+    content: str
+    reply: Reply
+    subscriber: Subscriber | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnDelta:
+    turn_id: str
+    chunk: str
+
+
+@dataclass(frozen=True, slots=True)
+class TurnDone:
+    turn_id: str
+    content: str | None
+    error: tuple[str, str] | None  # (type, message)
+    duration_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class GetMessages:
+    reply: Reply
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StartTask:
+    prompt: str
+    kind: str
+    agent: str | None
+    timeout_s: float | None
+    reply: Reply
+    idempotency_key: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStarted:
+    task_id: str
+    started_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCompleted:
+    """From a task actor (or the scheduler, the orchestrator at shutdown or recovery):
+    the task ended. ``task`` carries its terminal status, content and error."""
+
+    task: TaskRecord
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GetTask:
+    task_id: str
+    reply: Reply
+    wait: bool = False
+    waiter_id: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListTasks:
+    reply: Reply
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTask:
+    task_id: str
+    reply: Any  # a Reply, or an internal sink for retries
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GetResults:
+    after: int
+    limit: int
+    reply: Reply
+    wait: bool = False
+    waiter_id: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DropWaiter:
+    """The loop side gave up waiting (timeout or client gone)."""
+
+    waiter_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    up_to: int
+    reply: Reply
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    subscriber: Subscriber
+    after: int | None
+    reply: Reply
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    subscriber_id: str
+
+
+# --- to a task --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AgentOutcome:
+    """The agent coroutine ended (from the loop)."""
+
+    content: str | None
+    error: BaseException | None
+    cancelled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    """The task's deadline passed (from a loop timer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupt:
+    """Shutdown: end now as ``interrupted``."""
+
+    reason: str = "shutdown"
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,80 @@
+"""Agents written as plain Python callables (``register_agent`` and ``kind = "python"``)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+from collections.abc import AsyncIterator
+from typing import Any
+
+from greenroom.agents.base import BaseAgent
+from greenroom.errors import AgentError, ConfigError
+from greenroom.typing import AgentCallable, AgentContext, History
+
+
+class CallableAgent(BaseAgent):
+    """Wraps a callable taking the history and returning a ``str`` (or an awaitable of
+    one), or an async generator of ``str`` chunks. A plain synchronous function runs in
+    the loop's default executor so it cannot block the event loop.
+
+    Raises:
+        TypeError: ``fn`` is not callable.
+    """
+
+    def __init__(self, name: str, fn: AgentCallable) -> None:
+        if not callable(fn):
+            raise TypeError(f"agent {name!r}: expected a callable, got {type(fn).__name__}")
+        self.name = name
+        self.fn = fn
+        self._is_async_gen = inspect.isasyncgenfunction(fn)
+        self._is_coroutine = inspect.iscoroutinefunction(fn)
+
+    async def stream(self, history: History, ctx: AgentContext) -> AsyncIterator[str]:
+        copy = [dict(m) for m in history]  # the callable may mutate its argument
+        if self._is_async_gen:
+            async for chunk in self.fn(copy):  # type: ignore[union-attr]
+                yield _checked(self.name, chunk)
+            return
+        if self._is_coroutine:
+            result: Any = await self.fn(copy)  # type: ignore[misc]
+        else:
+            result = await asyncio.get_running_loop().run_in_executor(None, self.fn, copy)
+            if inspect.isawaitable(result):
+                result = await result
+        if hasattr(result, "__aiter__"):
+            async for chunk in result:
+                yield _checked(self.name, chunk)
+            return
+        yield _checked(self.name, result)
+
+
+def _checked(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise AgentError(f"agent {name!r} produced {type(value).__name__}, expected str")
+    return value
+
+
+def load_target(target: str) -> AgentCallable:
+    """Import ``"module:callable"``.
+
+    Raises:
+        ConfigError: the target is malformed, the module or attribute is missing, or
+            it is not callable.
+    """
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"target {target!r}: expected 'module:callable'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"target {target!r}: cannot import {module_name!r}: {exc}") from exc
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise ConfigError(f"target {target!r}: {module_name!r} has no attribute {attr!r}")
+    if not callable(obj):
+        raise ConfigError(f"target {target!r}: {attr!r} is not callable")
+    fn: AgentCallable = obj
+    return fn

@@ -1,0 +1,276 @@
+"""Handles of the embedded API: :class:`Session` and :class:`Task`.
+
+Each call asks the session actor through the directory with the non-blocking bridge;
+long waits park a waiter in the actor and time out on the loop side, telling the actor
+to drop the waiter so parked waiters never pile up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+from greenroom.actors import bridge
+from greenroom.actors import messages as m
+from greenroom.actors.events import EventStream
+from greenroom.errors import AgentError, TaskTimeoutError
+from greenroom.models import (
+    EVENT_MESSAGE_COMPLETED,
+    EVENT_MESSAGE_DELTA,
+    Completion,
+    ErrorInfo,
+    Event,
+    TaskStatus,
+    new_id,
+)
+
+if TYPE_CHECKING:
+    from greenroom.orchestrator import Orchestrator
+
+JSONDict = dict[str, Any]
+
+
+class Session:
+    """A conversation with an agent, and the background tasks started from it."""
+
+    def __init__(self, orchestrator: Orchestrator, session_id: str) -> None:
+        self._orch = orchestrator
+        self.id = session_id
+
+    def __repr__(self) -> str:
+        return f"Session({self.id!r})"
+
+    async def _ask(self, build: Callable[[bridge.Reply], Any]) -> Any:
+        runtime = self._orch.runtime
+        return await bridge.ask(runtime.directory, lambda r: m.Route(self.id, build(r)))
+
+    async def _ask_waiting(
+        self, build: Callable[[bridge.Reply, str], Any], wait_s: float | None
+    ) -> tuple[bool, Any]:
+        """Ask with a parked waiter; (True, answer) or (False, None) when time ran out."""
+        runtime = self._orch.runtime
+        reply, waiter_id = bridge.new_reply(), new_id("w")
+        bridge.tell(runtime.directory, m.Route(self.id, build(reply, waiter_id)))
+        try:
+            return True, await asyncio.wait_for(asyncio.shield(reply.future), wait_s)
+        except TimeoutError:
+            return False, None
+        finally:
+            if not reply.future.done():
+                reply.future.cancel()
+                bridge.tell(runtime.directory, m.Route(self.id, m.DropWaiter(waiter_id)))
+
+    async def info(self, *, request_id: str | None = None) -> JSONDict:
+        """The session: id, agent, created_at, metadata, task counts.
+
+        Raises:
+            SessionNotFoundError: no such session.
+        """
+        result: JSONDict = await self._ask(lambda r: m.GetInfo(r, request_id))
+        return result
+
+    async def start_turn(self, content: str, *, request_id: str | None = None,
+                         stream: EventStream | None = None) -> str:
+        """Start a foreground turn and return its id; events arrive on the session's stream.
+
+        Raises:
+            TurnInProgressError: a turn is already running.
+            ValueError, TypeError: bad ``content``.
+        """
+        sub = None
+        if stream is not None:
+            sub = m.Subscriber(new_id("sub"), asyncio.get_running_loop(), stream)
+        turn_id: str = await self._ask(lambda r: m.StartTurn(content, r, sub, request_id))
+        return turn_id
+
+    async def send(self, content: str, *, request_id: str | None = None) -> AsyncIterator[str]:
+        """Run a foreground turn, yielding the answer's chunks as they stream.
+
+        Raises:
+            TurnInProgressError: a turn is already running.
+            AgentError: the agent failed.
+        """
+        stream = EventStream(maxsize=100_000)
+        await self.start_turn(content, request_id=request_id, stream=stream)
+        while True:
+            event = await stream.get()
+            if event.type == EVENT_MESSAGE_DELTA:
+                yield event.data["content"]
+            elif event.type == EVENT_MESSAGE_COMPLETED:
+                if event.data.get("status") != "completed":
+                    error = event.data.get("error") or {}
+                    raise AgentError(f"{error.get('type')}: {error.get('message')}")
+                return
+            else:
+                raise AgentError(f"the turn's event stream ended: {event.data}")
+
+    async def messages(self, *, request_id: str | None = None) -> list[JSONDict]:
+        """The transcript, oldest first."""
+        result: list[JSONDict] = await self._ask(lambda r: m.GetMessages(r, request_id))
+        return result
+
+    async def start_task(self, prompt: str, kind: str = "background", agent: str | None = None,
+                         timeout_s: float | None = None, *, idempotency_key: str | None = None,
+                         request_id: str | None = None) -> Task:
+        """Start a background task (``kind="background"``: a fresh context with the prompt)
+        or a side question (``kind="side"``: a copy of the session's history).
+
+        Raises:
+            QueueFullError: ``max_queued_tasks`` reached; nothing was started.
+            AgentNotFoundError: no such agent.
+            ValueError, TypeError: bad prompt, kind or timeout.
+            ShuttingDownError: the orchestrator is stopping.
+        """
+        info: JSONDict = await self._ask(lambda r: m.StartTask(
+            prompt, kind, agent, timeout_s, r, idempotency_key, request_id))
+        return Task(self, info)
+
+    async def get_task(self, task_id: str, *, wait_s: float = 0,
+                       request_id: str | None = None) -> JSONDict:
+        """One task; with ``wait_s`` > 0, waits until it ends or the time passes.
+
+        Raises:
+            TaskNotFoundError: no such task in this session.
+        """
+        if wait_s and wait_s > 0:
+            done, info = await self._ask_waiting(
+                lambda r, w: m.GetTask(task_id, r, True, w, request_id), wait_s)
+            if done:
+                result: JSONDict = info
+                return result
+        result = await self._ask(lambda r: m.GetTask(task_id, r, request_id=request_id))
+        return result
+
+    def task(self, task_id: str) -> Task:
+        """A handle on one of this session's tasks (not checked until used)."""
+        return Task(self, {"id": task_id, "session_id": self.id})
+
+    async def tasks(self, *, request_id: str | None = None) -> list[JSONDict]:
+        """Every task of the session, running and queued ones included."""
+        result: list[JSONDict] = await self._ask(lambda r: m.ListTasks(r, request_id))
+        return result
+
+    async def cancel_task(self, task_id: str, *, request_id: str | None = None) -> JSONDict:
+        """Cancel a task and return it once it has ended (idempotent).
+
+        Raises:
+            TaskNotFoundError: no such task in this session.
+        """
+        result: JSONDict = await self._ask(lambda r: m.CancelTask(task_id, r, request_id))
+        return result
+
+    async def results(self, after: int = 0, wait: float = 0, *, limit: int = 100,
+                      request_id: str | None = None) -> list[Completion]:
+        """Completions with ``seq > after``, oldest first. Never deletes anything.
+
+        With ``wait`` > 0 and nothing to return yet, waits up to ``wait`` seconds for
+        the next completion.
+
+        Raises:
+            ValueError: ``after`` is negative or ``limit`` not in 1..1000.
+        """
+        if not isinstance(after, int) or after < 0:
+            raise ValueError(f"after: must be an integer >= 0, got {after!r}")
+        if not 1 <= limit <= 1000:
+            raise ValueError(f"limit: must be between 1 and 1000, got {limit}")
+        if wait and wait > 0:
+            done, found = await self._ask_waiting(
+                lambda r, w: m.GetResults(after, limit, r, True, w, request_id), wait)
+            if done:
+                return list(found)
+        result: list[Completion] = await self._ask(
+            lambda r: m.GetResults(after, limit, r, request_id=request_id))
+        return result
+
+    async def ack(self, up_to: int, *, request_id: str | None = None) -> int:
+        """Acknowledge every result up to ``up_to``; retention may then free them.
+
+        Returns the session's acknowledgement mark.
+
+        Raises:
+            ValueError: ``up_to`` is negative or beyond the session's last seq.
+        """
+        if not isinstance(up_to, int) or isinstance(up_to, bool):
+            raise TypeError(f"up_to: expected an integer, got {type(up_to).__name__}")
+        result: int = await self._ask(lambda r: m.Ack(up_to, r, request_id))
+        return result
+
+    async def subscribe(self, after: int | None = None, *, maxsize: int = 1000,
+                        request_id: str | None = None) -> Subscription:
+        """Receive the session's events live, after replaying those with ``seq > after``."""
+        stream = EventStream(maxsize)
+        sub = m.Subscriber(new_id("sub"), asyncio.get_running_loop(), stream)
+        last_seq: int = await self._ask(lambda r: m.Subscribe(sub, after, r, request_id))
+        return Subscription(self, sub, last_seq)
+
+
+class Subscription:
+    """A live feed of session events; ``close()`` (or ``async with``) unsubscribes."""
+
+    def __init__(self, session: Session, subscriber: m.Subscriber, last_seq: int) -> None:
+        self.session = session
+        self.subscriber = subscriber
+        self.last_seq_at_subscribe = last_seq
+
+    async def get(self) -> Event:
+        """The next event (``stream.reset`` / ``stream.closed`` end the feed)."""
+        return await self.subscriber.stream.get()
+
+    def close(self) -> None:
+        """Unsubscribe (idempotent)."""
+        runtime = self.session._orch._runtime  # noqa: SLF001
+        if runtime is not None:
+            bridge.tell(runtime.directory,
+                        m.Route(self.session.id, m.Unsubscribe(self.subscriber.id)))
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Task:
+    """A background task. ``info`` is its state when the handle was made."""
+
+    def __init__(self, session: Session, info: JSONDict) -> None:
+        self.session = session
+        self.id: str = info["id"]
+        self.info = info
+
+    def __repr__(self) -> str:
+        return f"Task({self.id!r}, status={self.info.get('status')!r})"
+
+    async def refresh(self) -> JSONDict:
+        """The task's current state."""
+        self.info = await self.session.get_task(self.id)
+        return self.info
+
+    async def wait(self, timeout: float | None = None) -> Completion:
+        """Wait for the task's completion.
+
+        Raises:
+            TaskTimeoutError: ``timeout`` seconds passed; the task keeps running.
+            TaskNotFoundError: no such task.
+        """
+        wait_s = timeout if timeout is not None else 365 * 24 * 3600.0
+        self.info = await self.session.get_task(self.id, wait_s=wait_s)
+        if self.info["status"] in ("queued", "running"):
+            raise TaskTimeoutError(f"task {self.id} still {self.info['status']} after {timeout} s")
+        return completion_from_json(self.info)
+
+    async def cancel(self) -> JSONDict:
+        """Cancel the task (idempotent); returns its final state."""
+        self.info = await self.session.cancel_task(self.id)
+        return self.info
+
+
+def completion_from_json(info: JSONDict) -> Completion:
+    """The Completion of a terminal task object."""
+    return Completion(
+        seq=info["seq"], task_id=info["id"], session_id=info["session_id"],
+        status=TaskStatus(info["status"]), content=info.get("content"),
+        error=ErrorInfo.from_json(info.get("error")), created_at=info["created_at"],
+        started_at=info.get("started_at"), finished_at=info["finished_at"],
+    )

@@ -1,0 +1,290 @@
+"""The embedded entry point: ``async with Orchestrator(config) as orch: ...``.
+
+It builds the runtime (store, agents, scheduler, directory), recovers tasks a previous
+process left unfinished, runs the periodic sweeps, and shuts everything down in order:
+intake closed → turns get their grace period → tasks interrupted, each with its one
+completion recorded → sessions passivated → actors stopped → store closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from greenroom.actors import bridge
+from greenroom.actors import messages as m
+from greenroom.actors.directory import DirectoryActor
+from greenroom.actors.runtime import Runtime
+from greenroom.actors.scheduler import Scheduler, TaskSpec
+from greenroom.actors.task import TaskActor
+from greenroom.agents import CallableAgent, build_agent
+from greenroom.api import Session
+from greenroom.errors import AgentNotFoundError, ConfigError, ShuttingDownError
+from greenroom.models import ErrorInfo, SessionRecord, TaskRecord, TaskStatus, new_id, now
+from greenroom.settings import Settings
+from greenroom.store.lock import DataDirLock
+from greenroom.typing import Agent, AgentCallable, Store
+
+log = structlog.get_logger("greenroom")
+
+ConfigLike = Settings | Mapping[str, Any] | str | os.PathLike[str] | None
+
+
+def resolve_settings(config: ConfigLike) -> Settings:
+    """Settings from a Settings, a nested dict, a TOML path, or None (the defaults).
+
+    Raises:
+        ConfigError: the configuration is invalid.
+    """
+    if isinstance(config, Settings):
+        return config
+    from greenroom.config import load_settings
+
+    if config is None:
+        return load_settings()
+    if isinstance(config, Mapping):
+        return load_settings(overrides=config)
+    return load_settings(config)
+
+
+class Orchestrator:
+    """Runs sessions and their background tasks in this process.
+
+    Args:
+        config: a :class:`Settings`, a nested dict shaped like the TOML file, a path to
+            a TOML file, or None for the defaults (plus ``GREENROOM_*`` variables).
+        store: use this store instead of the one the settings name (tests, embedding).
+
+    Raises:
+        ConfigError: the configuration is invalid.
+    """
+
+    def __init__(self, config: ConfigLike = None, *, store: Store | None = None) -> None:
+        self.settings = resolve_settings(config)
+        self._store = store
+        self._agents: dict[str, Agent] = {}
+        self._runtime: Runtime | None = None
+        self._lock: DataDirLock | None = None
+        self._timers: list[asyncio.TimerHandle] = []
+        for name, agent_settings in self.settings.agents.items():
+            self._agents[name] = build_agent(name, agent_settings)
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def __aenter__(self) -> Orchestrator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def runtime(self) -> Runtime:
+        """The running runtime.
+
+        Raises:
+            RuntimeError: the orchestrator is not started.
+        """
+        if self._runtime is None:
+            raise RuntimeError("the orchestrator is not started; use `async with` or start()")
+        return self._runtime
+
+    @property
+    def running(self) -> bool:
+        return self._runtime is not None and not self._runtime.closing
+
+    async def start(self) -> None:
+        """Open the store, start the actors, recover unfinished tasks.
+
+        Raises:
+            RuntimeError: already started.
+            ConfigError: ``default_agent`` names no agent.
+            StoreError: the store cannot be opened, or another process holds the data dir.
+        """
+        if self._runtime is not None:
+            raise RuntimeError("the orchestrator is already started")
+        if self.settings.default_agent not in self._agents:
+            raise ConfigError(f"default_agent: {self.settings.default_agent!r} is not a "
+                              f"configured agent (known: {', '.join(sorted(self._agents))})")
+        loop = asyncio.get_running_loop()
+        store = await loop.run_in_executor(None, self._open_store)
+        runtime = Runtime(self.settings, store, loop, self._agents)
+        limits = self.settings.limits
+        runtime.scheduler = Scheduler(limits.max_running_tasks, limits.max_queued_tasks,
+                                      lambda spec: _start_task_actor(runtime, spec))
+        runtime.directory = DirectoryActor.start(runtime)
+        self._runtime = runtime
+        recovered = await loop.run_in_executor(None, self._recover, runtime)
+        self._schedule_sweep()
+        log.info("orchestrator_started", actor="orchestrator", store=type(store).__name__,
+                 recovered=recovered, agents=sorted(self._agents))
+
+    def _open_store(self) -> Store:
+        if self._store is not None:
+            self._store.open()
+            return self._store
+        from greenroom.store import open_store
+
+        if self.settings.store.kind == "sqlite":
+            self._lock = DataDirLock(Path(self.settings.data_dir))
+            self._lock.acquire()
+        try:
+            return open_store(self.settings)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
+
+    @staticmethod
+    def _recover(runtime: Runtime) -> int:
+        """Record every task a previous process left queued or running as interrupted."""
+        unfinished = runtime.store.unfinished_tasks()
+        for task in unfinished:
+            log.warning("task_interrupted", actor="orchestrator", task_id=task.id,
+                        session_id=task.session_id, was=task.status.value)
+            runtime.route(task.session_id, m.TaskCompleted(_interrupted(task, "restart")))
+        return len(unfinished)
+
+    def _schedule_sweep(self) -> None:
+        runtime = self.runtime
+        period_s = max(0.05, min(runtime.settings.limits.session_idle_s / 2, 5.0))
+
+        def tick() -> None:
+            if runtime.closing:
+                return
+            bridge.tell(runtime.directory, m.Sweep())
+            self._timers = [runtime.loop.call_later(period_s, tick)]
+
+        self._timers = [runtime.loop.call_later(period_s, tick)]
+
+    async def stop(self) -> None:
+        """Shut down in order; safe to call twice. Bounded by the configured grace."""
+        runtime = self._runtime
+        if runtime is None or runtime.closing:
+            return
+        runtime.closing = True
+        for timer in self._timers:
+            timer.cancel()
+        grace_s = self.settings.server.shutdown_grace_s
+        turns = set(runtime.active_turns)
+        if turns:
+            _, pending = await asyncio.wait(turns, timeout=grace_s)
+            for turn in pending:
+                turn.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=grace_s)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, _interrupt_tasks, runtime, grace_s)
+        await bridge.ask(runtime.directory, m.PassivateAll)
+        await loop.run_in_executor(None, runtime.directory.stop)
+        for agent in self._agents.values():
+            await agent.aclose()
+        await loop.run_in_executor(None, runtime.store.close)
+        if self._lock is not None:
+            self._lock.release()
+        self._runtime = None
+        log.info("orchestrator_stopped", actor="orchestrator")
+
+    # --- agents and sessions ----------------------------------------------------------
+
+    def register_agent(self, name: str, agent: AgentCallable | Agent) -> None:
+        """Make ``agent`` available under ``name`` (replacing any agent of that name).
+
+        ``agent`` is an :class:`~greenroom.typing.Agent`, or a callable taking the chat
+        history and returning a ``str`` (or awaitable of one), or an async generator
+        function yielding ``str`` chunks.
+
+        Raises:
+            ValueError: ``name`` is empty.
+            TypeError: ``agent`` is neither an Agent nor callable.
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("name: must be a non-empty string")
+        if isinstance(agent, Agent):
+            self._agents[name] = agent
+        else:
+            self._agents[name] = CallableAgent(name, agent)
+
+    def agent_names(self) -> list[str]:
+        return sorted(self._agents)
+
+    async def create_session(self, agent: str | None = None, metadata: Mapping[str, Any] | None
+                             = None, *, request_id: str | None = None) -> Session:
+        """Create a session talking to ``agent`` (default: ``default_agent``).
+
+        Raises:
+            AgentNotFoundError: no such agent.
+            TypeError: ``metadata`` is not a mapping.
+            ShuttingDownError: the orchestrator is stopping.
+            StoreError: the session could not be stored.
+        """
+        runtime = self._open_runtime()
+        name = agent if agent is not None else self.settings.default_agent
+        if name not in self._agents:
+            raise AgentNotFoundError(f"unknown agent {name!r} (known: "
+                                     f"{', '.join(sorted(self._agents))})")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise TypeError(f"metadata: expected an object, got {type(metadata).__name__}")
+        record = SessionRecord(new_id("ses"), name, now(), dict(metadata or {}))
+        await bridge.ask(runtime.directory, lambda r: m.CreateSession(record, r, request_id))
+        return Session(self, record.id)
+
+    def session(self, session_id: str) -> Session:
+        """A handle on an existing session (calls raise SessionNotFoundError if it is not).
+
+        Raises:
+            RuntimeError: the orchestrator is not started.
+        """
+        self.runtime  # noqa: B018  (raises when not started)
+        return Session(self, session_id)
+
+    async def stats(self) -> dict[str, Any]:
+        """Live sessions, running and queued tasks."""
+        runtime = self.runtime
+        live = await bridge.ask(runtime.directory, m.DirectoryStats)
+        return {**live, "threads": _thread_count()}
+
+    def _open_runtime(self) -> Runtime:
+        runtime = self.runtime
+        if runtime.closing:
+            raise ShuttingDownError("greenroom is shutting down; no new work is accepted")
+        return runtime
+
+
+def _start_task_actor(runtime: Runtime, spec: TaskSpec) -> Any:
+    try:
+        return TaskActor.start(runtime, spec)
+    except Exception as exc:  # e.g. no thread could be started: still one completion
+        failed = replace(spec.task, status=TaskStatus.FAILED, finished_at=now(),
+                         error=ErrorInfo.from_exception(exc))
+        runtime.route(spec.task.session_id, m.TaskCompleted(failed))
+        runtime.scheduler.finished(spec.task.id)
+        return None
+
+
+def _interrupt_tasks(runtime: Runtime, grace_s: float) -> None:
+    """Shutdown (off the loop): every queued or running task ends as interrupted."""
+    queued, live = runtime.scheduler.close()
+    for spec in queued:
+        runtime.route(spec.task.session_id, m.TaskCompleted(_interrupted(spec.task, "shutdown")))
+    for ref in live:
+        bridge.tell(ref, m.Interrupt("shutdown"))
+    if not runtime.scheduler.wait_idle(grace_s + 5.0):
+        log.error("shutdown_tasks_stuck", actor="orchestrator", **runtime.scheduler.counts())
+
+
+def _interrupted(task: TaskRecord, reason: str) -> TaskRecord:
+    return replace(task, status=TaskStatus.INTERRUPTED, finished_at=now(),
+                   error=ErrorInfo("Interrupted", f"interrupted by {reason}"))
+
+
+def _thread_count() -> int:
+    import threading
+
+    return threading.active_count()
