@@ -7,7 +7,7 @@ The defaults here are the embedded defaults and match ``config/greenroom.toml``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -90,6 +90,4 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with top-level fields replaced."""
-        from dataclasses import replace
-
         return replace(self, **changes)
