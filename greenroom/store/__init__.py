@@ -1,0 +1,34 @@
+"""Persistence: the memory store and the SQLite store (the default)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from greenroom.settings import Settings
+from greenroom.store.memory import MemoryStore
+from greenroom.typing import Store
+
+__all__ = ["MemoryStore", "open_store"]
+
+
+def open_store(settings: Settings) -> Store:
+    """The store ``[store] kind`` names, opened.
+
+    Raises:
+        StoreError: the store cannot be opened.
+        ConfigError: unknown kind.
+    """
+    if settings.store.kind == "memory":
+        store: Store = MemoryStore()
+    elif settings.store.kind == "sqlite":
+        from greenroom.store.sqlite import SqliteStore
+
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+        store = SqliteStore(Path(settings.data_dir) / "greenroom.db",
+                            synchronous=settings.store.synchronous)
+    else:
+        from greenroom.errors import ConfigError
+
+        raise ConfigError(f"store.kind: must be 'memory' or 'sqlite', got {settings.store.kind!r}")
+    store.open()
+    return store
