@@ -70,8 +70,9 @@ class Session:
         result: JSONDict = await self._ask(lambda r: m.GetInfo(r, request_id))
         return result
 
-    async def start_turn(self, content: str, *, request_id: str | None = None,
-                         stream: EventStream | None = None) -> str:
+    async def start_turn(
+        self, content: str, *, request_id: str | None = None, stream: EventStream | None = None
+    ) -> str:
         """Start a foreground turn and return its id; events arrive on the session's stream.
 
         Raises:
@@ -110,9 +111,16 @@ class Session:
         result: list[JSONDict] = await self._ask(lambda r: m.GetMessages(r, request_id))
         return result
 
-    async def start_task(self, prompt: str, kind: str = "background", agent: str | None = None,
-                         timeout_s: float | None = None, *, idempotency_key: str | None = None,
-                         request_id: str | None = None) -> Task:
+    async def start_task(
+        self,
+        prompt: str,
+        kind: str = "background",
+        agent: str | None = None,
+        timeout_s: float | None = None,
+        *,
+        idempotency_key: str | None = None,
+        request_id: str | None = None,
+    ) -> Task:
         """Start a background task (``kind="background"``: a fresh context with the prompt)
         or a side question (``kind="side"``: a copy of the session's history).
 
@@ -122,12 +130,14 @@ class Session:
             ValueError, TypeError: bad prompt, kind or timeout.
             ShuttingDownError: the orchestrator is stopping.
         """
-        info: JSONDict = await self._ask(lambda r: m.StartTask(
-            prompt, kind, agent, timeout_s, r, idempotency_key, request_id))
+        info: JSONDict = await self._ask(
+            lambda r: m.StartTask(prompt, kind, agent, timeout_s, r, idempotency_key, request_id)
+        )
         return Task(self, info)
 
-    async def get_task(self, task_id: str, *, wait_s: float = 0,
-                       request_id: str | None = None) -> JSONDict:
+    async def get_task(
+        self, task_id: str, *, wait_s: float = 0, request_id: str | None = None
+    ) -> JSONDict:
         """One task; with ``wait_s`` > 0, waits until it ends or the time passes.
 
         Raises:
@@ -135,7 +145,8 @@ class Session:
         """
         if wait_s and wait_s > 0:
             done, info = await self._ask_waiting(
-                lambda r, w: m.GetTask(task_id, r, True, w, request_id), wait_s)
+                lambda r, w: m.GetTask(task_id, r, True, w, request_id), wait_s
+            )
             if done:
                 result: JSONDict = info
                 return result
@@ -160,8 +171,9 @@ class Session:
         result: JSONDict = await self._ask(lambda r: m.CancelTask(task_id, r, request_id))
         return result
 
-    async def results(self, after: int = 0, wait: float = 0, *, limit: int = 100,
-                      request_id: str | None = None) -> list[Completion]:
+    async def results(
+        self, after: int = 0, wait: float = 0, *, limit: int = 100, request_id: str | None = None
+    ) -> list[Completion]:
         """Completions with ``seq > after``, oldest first. Never deletes anything.
 
         With ``wait`` > 0 and nothing to return yet, waits up to ``wait`` seconds for
@@ -176,11 +188,13 @@ class Session:
             raise ValueError(f"limit: must be between 1 and 1000, got {limit}")
         if wait and wait > 0:
             done, found = await self._ask_waiting(
-                lambda r, w: m.GetResults(after, limit, r, True, w, request_id), wait)
+                lambda r, w: m.GetResults(after, limit, r, True, w, request_id), wait
+            )
             if done:
                 return list(found)
         result: list[Completion] = await self._ask(
-            lambda r: m.GetResults(after, limit, r, request_id=request_id))
+            lambda r: m.GetResults(after, limit, r, request_id=request_id)
+        )
         return result
 
     async def ack(self, up_to: int, *, request_id: str | None = None) -> int:
@@ -196,8 +210,9 @@ class Session:
         result: int = await self._ask(lambda r: m.Ack(up_to, r, request_id))
         return result
 
-    async def subscribe(self, after: int | None = None, *, maxsize: int = 1000,
-                        request_id: str | None = None) -> Subscription:
+    async def subscribe(
+        self, after: int | None = None, *, maxsize: int = 1000, request_id: str | None = None
+    ) -> Subscription:
         """Receive the session's events live, after replaying those with ``seq > after``."""
         stream = EventStream(maxsize)
         sub = m.Subscriber(new_id("sub"), asyncio.get_running_loop(), stream)
@@ -219,10 +234,11 @@ class Subscription:
 
     def close(self) -> None:
         """Unsubscribe (idempotent)."""
-        runtime = self.session._orch._runtime  # noqa: SLF001
+        runtime = self.session._orch._runtime
         if runtime is not None:
-            bridge.tell(runtime.directory,
-                        m.Route(self.session.id, m.Unsubscribe(self.subscriber.id)))
+            bridge.tell(
+                runtime.directory, m.Route(self.session.id, m.Unsubscribe(self.subscriber.id))
+            )
 
     async def __aenter__(self) -> Subscription:
         return self
@@ -269,8 +285,13 @@ class Task:
 def completion_from_json(info: JSONDict) -> Completion:
     """The Completion of a terminal task object."""
     return Completion(
-        seq=info["seq"], task_id=info["id"], session_id=info["session_id"],
-        status=TaskStatus(info["status"]), content=info.get("content"),
-        error=ErrorInfo.from_json(info.get("error")), created_at=info["created_at"],
-        started_at=info.get("started_at"), finished_at=info["finished_at"],
+        seq=info["seq"],
+        task_id=info["id"],
+        session_id=info["session_id"],
+        status=TaskStatus(info["status"]),
+        content=info.get("content"),
+        error=ErrorInfo.from_json(info.get("error")),
+        created_at=info["created_at"],
+        started_at=info.get("started_at"),
+        finished_at=info["finished_at"],
     )

@@ -3,21 +3,21 @@
 The tree::
 
     GreenroomError
-    ├── ConfigError(GreenroomError, ValueError)          bad key, type or value in configuration
-    ├── NotFoundError(GreenroomError, LookupError)
+    ├── ConfigError(GreenroomError, ValueError)          bad config key, type or value
+    ├── NotFoundError(GreenroomError, LookupError)       404
     │   ├── SessionNotFoundError
     │   ├── TaskNotFoundError
     │   └── AgentNotFoundError
-    ├── ConflictError(GreenroomError, RuntimeError)
-    │   └── TurnInProgressError                           a foreground turn is already running
-    ├── CapacityError(GreenroomError, RuntimeError)       a bound was reached (HTTP 429)
-    │   └── QueueFullError                                 max_queued_tasks reached
-    ├── ShuttingDownError(GreenroomError, RuntimeError)   intake is closed (HTTP 503)
-    ├── StoreError(GreenroomError, OSError)               the store cannot be read or written (HTTP 503)
-    ├── AgentError(GreenroomError, RuntimeError)          an agent call failed
-    │   ├── UpstreamError                                  the upstream answered badly (status, stream)
-    │   └── RetriesExhaustedError                          every retry failed
-    └── TaskTimeoutError(GreenroomError, TimeoutError)   task.wait() ran out of time (the task goes on)
+    ├── ConflictError(GreenroomError, RuntimeError)      409
+    │   └── TurnInProgressError                          a turn is already running
+    ├── CapacityError(GreenroomError, RuntimeError)      a bound was reached (429)
+    │   └── QueueFullError                               max_queued_tasks reached
+    ├── ShuttingDownError(GreenroomError, RuntimeError)  intake is closed (503)
+    ├── StoreError(GreenroomError, OSError)              store unreadable/unwritable (503)
+    ├── AgentError(GreenroomError, RuntimeError)         an agent call failed
+    │   ├── UpstreamError                                the upstream answered badly
+    │   └── RetriesExhaustedError                        every retry failed
+    └── TaskTimeoutError(GreenroomError, TimeoutError)   task.wait() ran out of time
 
 Bad arguments raise the builtin ``ValueError``/``TypeError`` naming the parameter.
 """

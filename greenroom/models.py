@@ -9,13 +9,13 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 JSON = dict[str, Any]
 
 
-class TaskStatus(str, Enum):
+class TaskStatus(StrEnum):
     """A task's status. The last five are terminal."""
 
     QUEUED = "queued"

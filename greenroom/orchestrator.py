@@ -71,7 +71,7 @@ class Orchestrator:
         self._agents: dict[str, Agent] = {}
         self._runtime: Runtime | None = None
         self._lock: DataDirLock | None = None
-        self._timers: list[asyncio.TimerHandle] = []
+        self._timers: dict[str, asyncio.TimerHandle] = {}  # one live handle per periodic job
         for name, agent_settings in self.settings.agents.items():
             self._agents[name] = build_agent(name, agent_settings)
 
@@ -109,21 +109,36 @@ class Orchestrator:
         """
         if self._runtime is not None:
             raise RuntimeError("the orchestrator is already started")
+        if not structlog.is_configured():
+            # Unconfigured structlog prints to stdout; follow our [logging] section instead.
+            from greenroom.logs import configure_logging
+
+            configure_logging(self.settings.logging)
         if self.settings.default_agent not in self._agents:
-            raise ConfigError(f"default_agent: {self.settings.default_agent!r} is not a "
-                              f"configured agent (known: {', '.join(sorted(self._agents))})")
+            raise ConfigError(
+                f"default_agent: {self.settings.default_agent!r} is not a "
+                f"configured agent (known: {', '.join(sorted(self._agents))})"
+            )
         loop = asyncio.get_running_loop()
         store = await loop.run_in_executor(None, self._open_store)
         runtime = Runtime(self.settings, store, loop, self._agents)
         limits = self.settings.limits
-        runtime.scheduler = Scheduler(limits.max_running_tasks, limits.max_queued_tasks,
-                                      lambda spec: _start_task_actor(runtime, spec))
+        runtime.scheduler = Scheduler(
+            limits.max_running_tasks,
+            limits.max_queued_tasks,
+            lambda spec: _start_task_actor(runtime, spec),
+        )
         runtime.directory = DirectoryActor.start(runtime)
         self._runtime = runtime
         recovered = await loop.run_in_executor(None, self._recover, runtime)
         self._schedule_sweep()
-        log.info("orchestrator_started", actor="orchestrator", store=type(store).__name__,
-                 recovered=recovered, agents=sorted(self._agents))
+        log.info(
+            "orchestrator_started",
+            actor="orchestrator",
+            store=type(store).__name__,
+            recovered=recovered,
+            agents=sorted(self._agents),
+        )
 
     def _open_store(self) -> Store:
         if self._store is not None:
@@ -146,8 +161,13 @@ class Orchestrator:
         """Record every task a previous process left queued or running as interrupted."""
         unfinished = runtime.store.unfinished_tasks()
         for task in unfinished:
-            log.warning("task_interrupted", actor="orchestrator", task_id=task.id,
-                        session_id=task.session_id, was=task.status.value)
+            log.warning(
+                "task_interrupted",
+                actor="orchestrator",
+                task_id=task.id,
+                session_id=task.session_id,
+                was=task.status.value,
+            )
             runtime.route(task.session_id, m.TaskCompleted(_interrupted(task, "restart")))
         return len(unfinished)
 
@@ -159,9 +179,32 @@ class Orchestrator:
             if runtime.closing:
                 return
             bridge.tell(runtime.directory, m.Sweep())
-            self._timers = [runtime.loop.call_later(period_s, tick)]
+            self._timers["sweep"] = runtime.loop.call_later(period_s, tick)
 
-        self._timers = [runtime.loop.call_later(period_s, tick)]
+        self._timers["sweep"] = runtime.loop.call_later(period_s, tick)
+        self._schedule_prune(runtime)
+
+    def _schedule_prune(self, runtime: Runtime) -> None:
+        """Retention: prune acknowledged results older than ``retention_s``, off the loop."""
+        retention_s = runtime.settings.limits.retention_s
+        period_s = max(1.0, min(retention_s / 10, 3600.0))
+
+        def prune() -> None:
+            try:
+                removed = runtime.store.prune(finished_before=now() - retention_s)
+            except Exception as exc:  # a store fault: try again next period
+                log.warning("prune_failed", actor="orchestrator", error=str(exc))
+                return
+            if removed:
+                log.info("pruned", actor="orchestrator", rows=removed)
+
+        def tick() -> None:
+            if runtime.closing:
+                return
+            runtime.loop.run_in_executor(None, prune)
+            self._timers["prune"] = runtime.loop.call_later(period_s, tick)
+
+        self._timers["prune"] = runtime.loop.call_later(period_s, tick)
 
     async def stop(self) -> None:
         """Shut down in order; safe to call twice. Bounded by the configured grace."""
@@ -169,7 +212,7 @@ class Orchestrator:
         if runtime is None or runtime.closing:
             return
         runtime.closing = True
-        for timer in self._timers:
+        for timer in self._timers.values():
             timer.cancel()
         grace_s = self.settings.server.shutdown_grace_s
         turns = set(runtime.active_turns)
@@ -214,8 +257,13 @@ class Orchestrator:
     def agent_names(self) -> list[str]:
         return sorted(self._agents)
 
-    async def create_session(self, agent: str | None = None, metadata: Mapping[str, Any] | None
-                             = None, *, request_id: str | None = None) -> Session:
+    async def create_session(
+        self,
+        agent: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        request_id: str | None = None,
+    ) -> Session:
         """Create a session talking to ``agent`` (default: ``default_agent``).
 
         Raises:
@@ -227,8 +275,9 @@ class Orchestrator:
         runtime = self._open_runtime()
         name = agent if agent is not None else self.settings.default_agent
         if name not in self._agents:
-            raise AgentNotFoundError(f"unknown agent {name!r} (known: "
-                                     f"{', '.join(sorted(self._agents))})")
+            raise AgentNotFoundError(
+                f"unknown agent {name!r} (known: {', '.join(sorted(self._agents))})"
+            )
         if metadata is not None and not isinstance(metadata, Mapping):
             raise TypeError(f"metadata: expected an object, got {type(metadata).__name__}")
         record = SessionRecord(new_id("ses"), name, now(), dict(metadata or {}))
@@ -261,8 +310,12 @@ def _start_task_actor(runtime: Runtime, spec: TaskSpec) -> Any:
     try:
         return TaskActor.start(runtime, spec)
     except Exception as exc:  # e.g. no thread could be started: still one completion
-        failed = replace(spec.task, status=TaskStatus.FAILED, finished_at=now(),
-                         error=ErrorInfo.from_exception(exc))
+        failed = replace(
+            spec.task,
+            status=TaskStatus.FAILED,
+            finished_at=now(),
+            error=ErrorInfo.from_exception(exc),
+        )
         runtime.route(spec.task.session_id, m.TaskCompleted(failed))
         runtime.scheduler.finished(spec.task.id)
         return None
@@ -280,8 +333,12 @@ def _interrupt_tasks(runtime: Runtime, grace_s: float) -> None:
 
 
 def _interrupted(task: TaskRecord, reason: str) -> TaskRecord:
-    return replace(task, status=TaskStatus.INTERRUPTED, finished_at=now(),
-                   error=ErrorInfo("Interrupted", f"interrupted by {reason}"))
+    return replace(
+        task,
+        status=TaskStatus.INTERRUPTED,
+        finished_at=now(),
+        error=ErrorInfo("Interrupted", f"interrupted by {reason}"),
+    )
 
 
 def _thread_count() -> int:

@@ -11,6 +11,7 @@ the loop never waits on an actor thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import pykka.messages
 T = TypeVar("T")
 
 
-class LoopSafeActor(pykka.ThreadingActor):  # type: ignore[misc]
+class LoopSafeActor(pykka.ThreadingActor):
     """A ``ThreadingActor`` whose inbox is a ``queue.SimpleQueue``.
 
     pykka's default ``queue.Queue`` takes a ``threading.Lock`` on every ``put``; a
@@ -61,11 +62,9 @@ class Reply:
         self._post(None, error)
 
     def _post(self, value: Any, error: BaseException | None) -> None:
-        try:
+        # A closed loop raises RuntimeError: nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(_settle, self.future, value, error)
-        except RuntimeError:
-            # The loop is closed: nobody is waiting any more.
-            pass
 
 
 def new_reply() -> Reply:
@@ -114,7 +113,7 @@ def tell(ref: Any, message: Any) -> bool:
 
 def stop(ref: Any) -> None:
     """Ask an actor to stop after the messages already in its inbox; no-op if dead."""
-    tell(ref, pykka.messages._ActorStop())  # noqa: SLF001  (pykka's own stop message)
+    tell(ref, pykka.messages._ActorStop())
 
 
 def post_to_queue(sub_loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> bool:

@@ -80,8 +80,9 @@ class Runtime:
                     parts.append(chunk)
                     bridge.tell(session_ref, TurnDelta(turn_id, chunk))
         except asyncio.CancelledError:
-            done = TurnDone(turn_id, None, ("Interrupted", "the turn was interrupted by shutdown"),
-                            _ms(started))
+            done = TurnDone(
+                turn_id, None, ("Interrupted", "the turn was interrupted by shutdown"), _ms(started)
+            )
             bridge.tell(session_ref, done)
             raise
         except Exception as exc:

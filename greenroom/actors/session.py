@@ -43,8 +43,9 @@ _HANDLERS: dict[type, str] = {
 class SessionActor(bridge.LoopSafeActor):
     """One live session. Started by the directory; passivated by it when idle."""
 
-    def __init__(self, runtime: Runtime, session_id: str,
-                 create: m.CreateSession | None = None) -> None:
+    def __init__(
+        self, runtime: Runtime, session_id: str, create: m.CreateSession | None = None
+    ) -> None:
         super().__init__()
         self.runtime = runtime
         self.session_id = session_id
@@ -70,8 +71,7 @@ class SessionActor(bridge.LoopSafeActor):
             snapshot = SessionSnapshot(record, [], [], 0, 0, [])
             core = SessionCore(self.runtime, snapshot, self.actor_ref)
             self.create.reply.send(core.info())
-            self.log.info("session_created", agent=record.agent,
-                          request_id=self.create.request_id)
+            self.log.info("session_created", agent=record.agent, request_id=self.create.request_id)
             return core
         loaded = store.load_session(self.session_id, recent_events=limits.replay_events)
         if loaded is None:
@@ -88,12 +88,20 @@ class SessionActor(bridge.LoopSafeActor):
             if reply is not None:
                 reply.fail(exc)
             if not isinstance(exc, (LookupError, ValueError, TypeError, RuntimeError, StoreError)):
-                self.log.error("actor_crashed", msg=type(message).__name__,
-                               error_type=type(exc).__name__, error=str(exc), exc_info=True)
-        self.log.info("actor_message", msg=type(message).__name__,
-                      request_id=getattr(message, "request_id", None),
-                      task_id=_task_id(message),
-                      duration_ms=round((time.perf_counter() - started) * 1000, 3))
+                self.log.error(
+                    "actor_crashed",
+                    msg=type(message).__name__,
+                    error_type=type(exc).__name__,
+                    error=str(exc),
+                    exc_info=True,
+                )
+        self.log.info(
+            "actor_message",
+            msg=type(message).__name__,
+            request_id=getattr(message, "request_id", None),
+            task_id=_task_id(message),
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
         return None
 
     def _dispatch(self, message: Any) -> None:

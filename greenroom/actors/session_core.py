@@ -38,7 +38,13 @@ from greenroom.actors.messages import (
 )
 from greenroom.actors.runtime import Runtime
 from greenroom.actors.scheduler import TaskSpec
-from greenroom.errors import ShuttingDownError, StoreError, TaskNotFoundError, TurnInProgressError
+from greenroom.errors import (
+    CapacityError,
+    ShuttingDownError,
+    StoreError,
+    TaskNotFoundError,
+    TurnInProgressError,
+)
 from greenroom.models import (
     EVENT_MESSAGE_COMPLETED,
     EVENT_MESSAGE_DELTA,
@@ -84,8 +90,9 @@ class SessionCore:
         self.idem = {t.idempotency_key: t.id for t in snapshot.tasks if t.idempotency_key}
         self.last_seq = snapshot.last_seq
         self.acked_up_to = snapshot.acked_up_to
-        self.ring: deque[Event] = deque(snapshot.recent_events,
-                                        maxlen=runtime.settings.limits.replay_events)
+        self.ring: deque[Event] = deque(
+            snapshot.recent_events, maxlen=runtime.settings.limits.replay_events
+        )
         self.turn_id: str | None = None
         self.waiters: dict[str, _Waiter] = {}
         self.subscribers: dict[str, Subscriber] = {}
@@ -103,9 +110,14 @@ class SessionCore:
         counts: dict[str, int] = {}
         for task in self.tasks.values():
             counts[task.status.value] = counts.get(task.status.value, 0) + 1
-        return {**self.record.to_json(), "task_counts": counts, "last_seq": self.last_seq,
-                "acked_up_to": self.acked_up_to, "turn_running": self.turn_id is not None,
-                "messages": len(self.transcript)}
+        return {
+            **self.record.to_json(),
+            "task_counts": counts,
+            "last_seq": self.last_seq,
+            "acked_up_to": self.acked_up_to,
+            "turn_running": self.turn_id is not None,
+            "messages": len(self.transcript),
+        }
 
     # --- turns ------------------------------------------------------------------------
 
@@ -123,15 +135,21 @@ class SessionCore:
         if msg.subscriber is not None:
             self.subscribers[msg.subscriber.id] = replace(msg.subscriber, turn_id=turn_id)
         msg.reply.send(turn_id)
-        self.log.info("turn_started", turn_id=turn_id, request_id=msg.request_id,
-                      content_chars=len(msg.content))
+        self.log.info(
+            "turn_started",
+            turn_id=turn_id,
+            request_id=msg.request_id,
+            content_chars=len(msg.content),
+        )
         ctx = AgentContext(session_id=self.id, turn_id=turn_id, request_id=msg.request_id)
         history = [m.to_chat() for m in self.transcript]
         self.rt.spawn(self.rt.run_turn(self.ref, agent, history, ctx))
 
     def turn_delta(self, msg: TurnDelta) -> None:
         if msg.turn_id == self.turn_id:
-            self._publish(Event(EVENT_MESSAGE_DELTA, {"turn_id": msg.turn_id, "content": msg.chunk}))
+            self._publish(
+                Event(EVENT_MESSAGE_DELTA, {"turn_id": msg.turn_id, "content": msg.chunk})
+            )
 
     def turn_done(self, msg: TurnDone) -> None:
         if msg.turn_id != self.turn_id:
@@ -152,11 +170,21 @@ class SessionCore:
         self.transcript.extend(messages)
         self.turn_id = None
         if msg.content is not None:
-            self.log.info("turn_completed", turn_id=msg.turn_id, chars=len(msg.content),
-                          duration_ms=msg.duration_ms, seq=seq)
+            self.log.info(
+                "turn_completed",
+                turn_id=msg.turn_id,
+                chars=len(msg.content),
+                duration_ms=msg.duration_ms,
+                seq=seq,
+            )
         else:
-            self.log.warning("turn_failed", turn_id=msg.turn_id, error_type=data["error"]["type"],
-                             error=data["error"]["message"], duration_ms=msg.duration_ms)
+            self.log.warning(
+                "turn_failed",
+                turn_id=msg.turn_id,
+                error_type=data["error"]["type"],
+                error=data["error"]["message"],
+                duration_ms=msg.duration_ms,
+            )
         self._publish(event)
         for sub_id in [s.id for s in self.subscribers.values() if s.turn_id == msg.turn_id]:
             del self.subscribers[sub_id]
@@ -184,9 +212,15 @@ class SessionCore:
         self.last_seq = event.seq or self.last_seq
         self._remember(spec.task)
         msg.reply.send(spec.task.to_json())
-        self.log.info("task_queued", task_id=spec.task.id, request_id=msg.request_id,
-                      kind=spec.task.kind, agent=spec.task.agent, seq=event.seq,
-                      prompt_chars=len(spec.task.prompt))
+        self.log.info(
+            "task_queued",
+            task_id=spec.task.id,
+            request_id=msg.request_id,
+            kind=spec.task.kind,
+            agent=spec.task.agent,
+            seq=event.seq,
+            prompt_chars=len(spec.task.prompt),
+        )
         self._publish(event)
         self.rt.scheduler.submit(TaskSpec(replace(spec.task), spec.history))
 
@@ -196,19 +230,28 @@ class SessionCore:
             raise ValueError(f"kind: must be one of {', '.join(TASK_KINDS)}, got {msg.kind!r}")
         _check_text("prompt", msg.prompt, limits.max_prompt_chars)
         if msg.timeout_s is not None and not 0 < msg.timeout_s <= limits.task_timeout_s:
-            raise ValueError(f"timeout_s: must be > 0 and <= {limits.task_timeout_s}, "
-                             f"got {msg.timeout_s}")
+            raise ValueError(
+                f"timeout_s: must be > 0 and <= {limits.task_timeout_s}, got {msg.timeout_s}"
+            )
         agent = msg.agent or self.record.agent
         self.rt.agent(agent)  # raises AgentNotFoundError
         if len(self.tasks) >= limits.max_tasks_per_session:
-            from greenroom.errors import CapacityError
-
-            raise CapacityError(f"session {self.id} keeps {len(self.tasks)} tasks "
-                                "(limits.max_tasks_per_session); acknowledge results to free them")
-        task = TaskRecord(id=new_id("tsk"), session_id=self.id, kind=msg.kind, agent=agent,
-                          prompt=msg.prompt, status=TaskStatus.QUEUED, created_at=now(),
-                          timeout_s=msg.timeout_s, idempotency_key=msg.idempotency_key,
-                          request_id=msg.request_id)
+            raise CapacityError(
+                f"session {self.id} keeps {len(self.tasks)} tasks "
+                "(limits.max_tasks_per_session); acknowledge results to free them"
+            )
+        task = TaskRecord(
+            id=new_id("tsk"),
+            session_id=self.id,
+            kind=msg.kind,
+            agent=agent,
+            prompt=msg.prompt,
+            status=TaskStatus.QUEUED,
+            created_at=now(),
+            timeout_s=msg.timeout_s,
+            idempotency_key=msg.idempotency_key,
+            request_id=msg.request_id,
+        )
         user = {"role": "user", "content": msg.prompt}
         history = [m.to_chat() for m in self.transcript] if msg.kind == "side" else []
         return TaskSpec(task, [*history, user])
@@ -239,9 +282,15 @@ class SessionCore:
             self.log.info("duplicate_completion_ignored", task_id=done.id, status=done.status.value)
             return
         seq = self.last_seq + 1
-        final = replace(task, status=done.status, content=done.content, error=done.error,
-                        finished_at=done.finished_at or now(), seq=seq,
-                        started_at=done.started_at or task.started_at)
+        final = replace(
+            task,
+            status=done.status,
+            content=done.content,
+            error=done.error,
+            finished_at=done.finished_at or now(),
+            seq=seq,
+            started_at=done.started_at or task.started_at,
+        )
         event = Event(EVENT_TASK_COMPLETED, final.completion().to_json(), seq)
         try:
             self.rt.store.commit(self.id, tasks=[final], events=[event])
@@ -254,19 +303,26 @@ class SessionCore:
         self.tasks[task.id] = final
         self.result_seqs.append(seq)
         self.by_seq[seq] = task.id
-        self.log.info("completion_recorded", task_id=task.id, status=final.status.value, seq=seq,
-                      request_id=msg.request_id)
+        self.log.info(
+            "completion_recorded",
+            task_id=task.id,
+            status=final.status.value,
+            seq=seq,
+            request_id=msg.request_id,
+        )
         self._publish(event)
         self._wake(task.id)
 
     def get_task(self, msg: GetTask) -> None:
         task = self._task(msg.task_id)
         if msg.wait and not task.status.terminal and msg.waiter_id:
-            self.waiters[msg.waiter_id] = _Waiter(msg.reply, task_id=task.id,
-                                                  request_id=msg.request_id)
+            self.waiters[msg.waiter_id] = _Waiter(
+                msg.reply, task_id=task.id, request_id=msg.request_id
+            )
             return
-        self.log.info("task_read", task_id=task.id, status=task.status.value,
-                      request_id=msg.request_id)
+        self.log.info(
+            "task_read", task_id=task.id, status=task.status.value, request_id=msg.request_id
+        )
         msg.reply.send(task.to_json())
 
     def list_tasks(self, msg: ListTasks) -> None:
@@ -281,11 +337,16 @@ class SessionCore:
         if not retry:
             self.log.info("task_cancel_requested", task_id=task.id, request_id=msg.request_id)
             # Answer once the completion is recorded, so the caller sees the final status.
-            self.waiters[new_id("w")] = _Waiter(msg.reply, task_id=task.id,
-                                                request_id=msg.request_id)
+            self.waiters[new_id("w")] = _Waiter(
+                msg.reply, task_id=task.id, request_id=msg.request_id
+            )
         if self.rt.scheduler.dequeue(task.id):
-            cancelled = replace(task, status=TaskStatus.CANCELLED, finished_at=now(),
-                                error=ErrorInfo("Cancelled", "cancelled before it started"))
+            cancelled = replace(
+                task,
+                status=TaskStatus.CANCELLED,
+                finished_at=now(),
+                error=ErrorInfo("Cancelled", "cancelled before it started"),
+            )
             self.task_completed(TaskCompleted(cancelled, msg.request_id))
             return
         ref = self.rt.scheduler.actor_for(task.id)
@@ -300,8 +361,9 @@ class SessionCore:
     def get_results(self, msg: GetResults) -> None:
         found = self._results_after(msg.after, msg.limit)
         if not found and msg.wait and msg.waiter_id:
-            self.waiters[msg.waiter_id] = _Waiter(msg.reply, after=msg.after, limit=msg.limit,
-                                                  request_id=msg.request_id)
+            self.waiters[msg.waiter_id] = _Waiter(
+                msg.reply, after=msg.after, limit=msg.limit, request_id=msg.request_id
+            )
             return
         self._send_results(msg.reply, found, msg.after, msg.request_id)
 
@@ -310,10 +372,16 @@ class SessionCore:
         seqs = self.result_seqs[start : start + limit]
         return [self.tasks[self.by_seq[s]].completion() for s in seqs]
 
-    def _send_results(self, reply: Reply, found: list[Any], after: int,
-                      request_id: str | None) -> None:
-        self.log.info("results_read", after=after, count=len(found),
-                      seqs=[c.seq for c in found], request_id=request_id)
+    def _send_results(
+        self, reply: Reply, found: list[Any], after: int, request_id: str | None
+    ) -> None:
+        self.log.info(
+            "results_read",
+            after=after,
+            count=len(found),
+            seqs=[c.seq for c in found],
+            request_id=request_id,
+        )
         reply.send(found)
 
     def drop_waiter(self, waiter_id: str) -> None:
@@ -321,8 +389,10 @@ class SessionCore:
 
     def ack(self, msg: Ack) -> None:
         if msg.up_to < 0 or msg.up_to > self.last_seq:
-            raise ValueError(f"up_to: must be between 0 and the session's last seq "
-                             f"{self.last_seq}, got {msg.up_to}")
+            raise ValueError(
+                f"up_to: must be between 0 and the session's last seq "
+                f"{self.last_seq}, got {msg.up_to}"
+            )
         if msg.up_to > self.acked_up_to:
             self.rt.store.commit(self.id, acked_up_to=msg.up_to)
             self.acked_up_to = msg.up_to
@@ -333,8 +403,12 @@ class SessionCore:
         for waiter_id, waiter in list(self.waiters.items()):
             if waiter.task_id == task_id:
                 del self.waiters[waiter_id]
-                self.log.info("task_read", task_id=task_id, request_id=waiter.request_id,
-                              status=self.tasks[task_id].status.value)
+                self.log.info(
+                    "task_read",
+                    task_id=task_id,
+                    request_id=waiter.request_id,
+                    status=self.tasks[task_id].status.value,
+                )
                 waiter.reply.send(self.tasks[task_id].to_json())
             elif waiter.task_id is None:
                 found = self._results_after(waiter.after, waiter.limit)
@@ -361,8 +435,14 @@ class SessionCore:
         first = self.rt.store.first_seq(self.id)
         events = self.rt.store.events_after(self.id, after, limit)
         if first is None or first > after + 1:
-            gap = Event("stream.gap", {"after": after, "first_available": first,
-                                       "message": "events before first_available were pruned"})
+            gap = Event(
+                "stream.gap",
+                {
+                    "after": after,
+                    "first_available": first,
+                    "message": "events before first_available were pruned",
+                },
+            )
             return [gap, *events]
         return events
 
@@ -416,8 +496,9 @@ def _check_text(name: str, value: Any, max_chars: int) -> None:
     if not value.strip():
         raise ValueError(f"{name}: must not be empty")
     if len(value) > max_chars:
-        raise ValueError(f"{name}: {len(value)} characters exceeds limits.max_prompt_chars "
-                         f"({max_chars})")
+        raise ValueError(
+            f"{name}: {len(value)} characters exceeds limits.max_prompt_chars ({max_chars})"
+        )
 
 
 __all__ = ["EventStream", "SessionCore"]

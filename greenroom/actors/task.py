@@ -43,8 +43,12 @@ class TaskActor(bridge.LoopSafeActor):
         self.history = spec.history
         self.done = False
         self.future: concurrent.futures.Future[str] | None = None
-        self.log = log.bind(actor="task", task_id=self.task.id, session_id=self.task.session_id,
-                            request_id=self.task.request_id)
+        self.log = log.bind(
+            actor="task",
+            task_id=self.task.id,
+            session_id=self.task.session_id,
+            request_id=self.task.request_id,
+        )
 
     def on_start(self) -> None:
         # pykka calls neither on_failure nor on_stop when on_start raises: guard it here.
@@ -64,8 +68,9 @@ class TaskActor(bridge.LoopSafeActor):
         except Exception as exc:
             self._finish(TaskStatus.FAILED, error=ErrorInfo.from_exception(exc))
             return
-        ctx = AgentContext(session_id=self.task.session_id, task_id=self.task.id,
-                           request_id=self.task.request_id)
+        ctx = AgentContext(
+            session_id=self.task.session_id, task_id=self.task.id, request_id=self.task.request_id
+        )
         timeout_s = self.task.timeout_s or self.runtime.settings.limits.task_timeout_s
         self.future = asyncio.run_coroutine_threadsafe(
             _run_agent(self.actor_ref, agent.complete(self.history, ctx), timeout_s),
@@ -90,16 +95,23 @@ class TaskActor(bridge.LoopSafeActor):
         elif isinstance(message, Timeout):
             self.log.info("task_timeout", timeout_s=self.task.timeout_s)
             limit = self.task.timeout_s or self.runtime.settings.limits.task_timeout_s
-            self._finish(TaskStatus.TIMED_OUT,
-                         error=ErrorInfo("TimeoutError", f"the task ran past its {limit} s timeout"))
+            self._finish(
+                TaskStatus.TIMED_OUT,
+                error=ErrorInfo("TimeoutError", f"the task ran past its {limit} s timeout"),
+            )
         elif isinstance(message, Cancel):
             self.log.info("task_cancel_requested", request_id=message.request_id)
             self._finish(TaskStatus.CANCELLED, error=ErrorInfo("Cancelled", "cancelled by request"))
         elif isinstance(message, Interrupt):
-            self._finish(TaskStatus.INTERRUPTED,
-                         error=ErrorInfo("Interrupted", f"interrupted: {message.reason}"))
-        self.log.debug("actor_message", msg=type(message).__name__,
-                       duration_ms=round((time.perf_counter() - started) * 1000, 3))
+            self._finish(
+                TaskStatus.INTERRUPTED,
+                error=ErrorInfo("Interrupted", f"interrupted: {message.reason}"),
+            )
+        self.log.debug(
+            "actor_message",
+            msg=type(message).__name__,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
         return None
 
     def _on_outcome(self, outcome: AgentOutcome) -> None:
@@ -129,18 +141,25 @@ class TaskActor(bridge.LoopSafeActor):
         # Route before freeing the slot: shutdown waits for the scheduler to be idle and
         # then passivates sessions, which must come after this completion in the
         # directory's inbox.
-        self.runtime.route(self.task.session_id, TaskCompleted(replace(self.task),
-                                                               self.task.request_id))
+        self.runtime.route(
+            self.task.session_id, TaskCompleted(replace(self.task), self.task.request_id)
+        )
         self.runtime.scheduler.finished(self.task.id)
-        self.log.info("task_finished", status=status.value,
-                      error_type=error.type if error else None,
-                      duration_ms=round((self.task.finished_at - (self.task.started_at or 0)) * 1000, 3))
+        self.log.info(
+            "task_finished",
+            status=status.value,
+            error_type=error.type if error else None,
+            duration_ms=round((self.task.finished_at - (self.task.started_at or 0)) * 1000, 3),
+        )
         bridge.stop(self.actor_ref)
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         # A crash in a handler: pykka stops the actor; the parent must still hear of it.
-        self.log.error("actor_crashed", error_type=getattr(exception_type, "__name__", "?"),
-                       error=str(exception_value))
+        self.log.error(
+            "actor_crashed",
+            error_type=getattr(exception_type, "__name__", "?"),
+            error=str(exception_value),
+        )
         self._finish(TaskStatus.FAILED, error=ErrorInfo("ActorCrashed", str(exception_value)))
 
     def on_stop(self) -> None:

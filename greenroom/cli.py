@@ -1,0 +1,94 @@
+"""The ``greenroom`` command: ``serve``, ``trace``, ``doctor``, ``config``.
+
+User mistakes (bad config, a data dir in use, a store that cannot open) print one
+clear line on stderr and exit 2; they never end in a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from greenroom.errors import GreenroomError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="greenroom", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP API (default 127.0.0.1:8765)")
+    serve.add_argument("--config", help="TOML file (default: $GREENROOM_CONFIG or built-ins)")
+    serve.add_argument("--host", help="bind address (non-loopback needs a token)")
+    serve.add_argument("--port", type=int, help="TCP port (0 picks a free one)")
+    show = sub.add_parser("config", help="print the effective configuration as JSON")
+    show.add_argument("--config", help="TOML file")
+    sub.add_parser(
+        "trace", help="follow one request, session or task id through a log", add_help=False
+    )
+    sub.add_parser(
+        "doctor", help="scan a log for lost tasks, unread results, slow handlers", add_help=False
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``greenroom`` console script; returns the exit code."""
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in and args_in[0] in ("trace", "doctor"):
+        return _log_tool(args_in[0], args_in[1:])
+    args = _parser().parse_args(args_in)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "config":
+            print(json.dumps(asdict(_settings(args)), indent=2, sort_keys=True))
+            return 0
+    except GreenroomError as exc:
+        print(f"greenroom: error: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+def _log_tool(name: str, argv: list[str]) -> int:
+    if name == "trace":
+        from greenroom.trace import trace_main
+
+        return trace_main(argv)
+    from greenroom.doctor import doctor_main
+
+    return doctor_main(argv)
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from greenroom.config import load_settings
+
+    server: dict[str, Any] = {}
+    if getattr(args, "host", None):
+        server["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        server["port"] = args.port
+    return load_settings(args.config, overrides={"server": server} if server else None)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from greenroom.http.server import serve
+    from greenroom.logs import configure_logging
+
+    settings = _settings(args)
+    if settings.logging.path is None:
+        # A server always keeps a log file, so `greenroom trace` and `doctor` have one.
+        from dataclasses import replace
+        from pathlib import Path
+
+        log_path = str(Path(settings.data_dir) / "greenroom.log")
+        settings = replace(settings, logging=replace(settings.logging, path=log_path))
+    configure_logging(settings.logging)
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""A child process for crash tests: puts work in flight on a SQLite data dir, reports
+what it did as one JSON line, then waits to be killed with SIGKILL.
+
+Usage: python -m tests.crash_child DATA_DIR
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from greenroom import Orchestrator
+
+
+async def forever(history: list[dict[str, str]]) -> str:
+    await asyncio.Event().wait()
+    return "never"
+
+
+async def main(data_dir: str) -> None:
+    config = {
+        "data_dir": data_dir,
+        "store": {"kind": "sqlite"},
+        "limits": {"max_running_tasks": 2},
+        "logging": {"level": "error"},
+    }
+    orch = Orchestrator(config)
+    await orch.start()
+    orch.register_agent("forever", forever)
+    session = await orch.create_session()
+    turn = "".join([c async for c in session.send("remember this")])
+    done = []
+    for i in range(3):
+        task = await session.start_task(f"done {i}", idempotency_key=f"done-{i}")
+        done.append((await task.wait(timeout=30)).task_id)
+    inflight = [
+        (await session.start_task(f"stuck {i}", agent="forever", idempotency_key=f"stuck-{i}")).id
+        for i in range(4)
+    ]
+    print(
+        json.dumps({"session": session.id, "turn": turn, "done": done, "inflight": inflight}),
+        flush=True,
+    )
+    await asyncio.Event().wait()  # killed here, never stopped cleanly
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1]))
