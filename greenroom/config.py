@@ -83,8 +83,9 @@ def settings_from_mapping(data: Mapping[str, Any]) -> Settings:
     return _build(Settings, top, "", base=defaults, nested_ok=True)
 
 
-def _build(cls: type[Any], data: Any, prefix: str, *, base: Any = None,
-           nested_ok: bool = False) -> Any:
+def _build(
+    cls: type[Any], data: Any, prefix: str, *, base: Any = None, nested_ok: bool = False
+) -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{prefix}: expected a table, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -145,16 +146,18 @@ def _check_rules(dotted: str, value: Any) -> None:
     pattern = "agents.*." + dotted.split(".")[-1] if dotted.startswith("agents.") else dotted
     choices = _CHOICES.get(pattern)
     if choices and value not in choices:
-        raise ConfigError(f"{dotted}: must be one of {', '.join(map(repr, choices))}, "
-                          f"got {value!r}")
+        raise ConfigError(
+            f"{dotted}: must be one of {', '.join(map(repr, choices))}, got {value!r}"
+        )
     if dotted == _PORT:
         if not 0 <= value <= 65535:
             raise ConfigError(f"{dotted}: must be between 0 and 65535, got {value}")
     elif isinstance(value, int | float) and not isinstance(value, bool):
         floor_ok = value >= 0 if pattern in _NON_NEGATIVE else value > 0
         if not floor_ok:
-            raise ConfigError(f"{dotted}: must be {'>= 0' if pattern in _NON_NEGATIVE else '> 0'}"
-                              f", got {value}")
+            raise ConfigError(
+                f"{dotted}: must be {'>= 0' if pattern in _NON_NEGATIVE else '> 0'}, got {value}"
+            )
 
 
 def _is_optional(hint: Any) -> bool:
@@ -198,10 +201,11 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     for name, raw in env.items():
         if not name.startswith("GREENROOM_") or name in _ENV_IGNORED:
             continue
-        section, sep, key = name[len("GREENROOM_"):].lower().partition("__")
+        section, sep, key = name[len("GREENROOM_") :].lower().partition("__")
         if section == "agents":
-            raise ConfigError(f"{name}: agents cannot be set from the environment; "
-                              "use the config file")
+            raise ConfigError(
+                f"{name}: agents cannot be set from the environment; use the config file"
+            )
         if sep and section in _SECTIONS:
             hints = typing.get_type_hints(type(getattr(defaults, section)))
             target, dotted = out.setdefault(section, {}), f"{section}.{key}"

@@ -22,8 +22,12 @@ import structlog
 from greenroom.settings import LoggingSettings
 
 _SECRET_KEYS = ("token", "api_key", "apikey", "authorization", "password", "secret")
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 _lock = threading.Lock()
 _handlers: list[logging.Handler] = []
 
@@ -84,15 +88,20 @@ def configure_logging(settings: LoggingSettings, *, stream: TextIO | None = None
         root.setLevel(_LEVELS[settings.level])
         console = logging.StreamHandler(stream)
         use_console = settings.format == "console" or (
-            settings.format == "auto" and getattr(stream, "isatty", lambda: False)())
-        console.setFormatter(_ConsoleFormatter(colors=stream.isatty()) if use_console
-                             else _JSONLineFormatter())
+            settings.format == "auto" and getattr(stream, "isatty", lambda: False)()
+        )
+        console.setFormatter(
+            _ConsoleFormatter(colors=stream.isatty()) if use_console else _JSONLineFormatter()
+        )
         _handlers.append(console)
         if settings.path:
             Path(settings.path).parent.mkdir(parents=True, exist_ok=True)
             file = logging.handlers.RotatingFileHandler(
-                settings.path, maxBytes=settings.max_bytes, backupCount=settings.backup_count,
-                encoding="utf-8")
+                settings.path,
+                maxBytes=settings.max_bytes,
+                backupCount=settings.backup_count,
+                encoding="utf-8",
+            )
             file.setFormatter(_JSONLineFormatter())
             _handlers.append(file)
         for handler in _handlers:

@@ -24,8 +24,9 @@ def open_store(settings: Settings) -> Store:
         from greenroom.store.sqlite import SqliteStore
 
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-        store = SqliteStore(Path(settings.data_dir) / "greenroom.db",
-                            synchronous=settings.store.synchronous)
+        store = SqliteStore(
+            Path(settings.data_dir) / "greenroom.db", synchronous=settings.store.synchronous
+        )
     else:
         from greenroom.errors import ConfigError
 

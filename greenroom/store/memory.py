@@ -106,8 +106,12 @@ class MemoryStore:
     def unfinished_tasks(self) -> list[TaskRecord]:
         """See :meth:`greenroom.typing.Store.unfinished_tasks`."""
         with self._lock:
-            return [replace(t) for s in self._sessions.values() for t in s.tasks.values()
-                    if not t.status.terminal]
+            return [
+                replace(t)
+                for s in self._sessions.values()
+                for t in s.tasks.values()
+                if not t.status.terminal
+            ]
 
     def prune(self, *, finished_before: float) -> int:
         """See :meth:`greenroom.typing.Store.prune`."""
@@ -115,13 +119,21 @@ class MemoryStore:
         with self._lock:
             for stored in self._sessions.values():
                 mark = stored.acked_up_to
-                old = [t.id for t in stored.tasks.values()
-                       if t.status.terminal and t.seq is not None and t.seq <= mark
-                       and (t.finished_at or 0) < finished_before]
+                old = [
+                    t.id
+                    for t in stored.tasks.values()
+                    if t.status.terminal
+                    and t.seq is not None
+                    and t.seq <= mark
+                    and (t.finished_at or 0) < finished_before
+                ]
                 for task_id in old:
                     del stored.tasks[task_id]
-                kept = [e for e in stored.events
-                        if not ((e.seq or 0) <= mark and e.ts < finished_before)]
+                kept = [
+                    e
+                    for e in stored.events
+                    if not ((e.seq or 0) <= mark and e.ts < finished_before)
+                ]
                 removed += len(old) + len(stored.events) - len(kept)
                 stored.events = kept
         return removed

@@ -55,8 +55,10 @@ MIGRATIONS: tuple[str, ...] = (
         ts REAL NOT NULL, data TEXT NOT NULL, PRIMARY KEY (session_id, seq)) WITHOUT ROWID;
     """,
 )
-_TASK_COLUMNS = ("id, session_id, kind, agent, prompt, status, created_at, timeout_s, "
-                 "started_at, finished_at, content, error, seq, idempotency_key, request_id")
+_TASK_COLUMNS = (
+    "id, session_id, kind, agent, prompt, status, created_at, timeout_s, "
+    "started_at, finished_at, content, error, seq, idempotency_key, request_id"
+)
 _BATCH_MAX = 512
 
 
@@ -86,8 +88,13 @@ class SqliteStore:
             than the number of ``commit`` calls under concurrency).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "NORMAL",
-                 busy_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout_ms: int = 5000,
+    ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous: must be 'NORMAL' or 'FULL', got {synchronous!r}")
         self.path = Path(path)
@@ -119,8 +126,10 @@ class SqliteStore:
     def _migrate(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
-            raise StoreError(f"{self.path}: schema version {version} is newer than this "
-                             f"greenroom knows ({len(MIGRATIONS)}); upgrade greenroom")
+            raise StoreError(
+                f"{self.path}: schema version {version} is newer than this "
+                f"greenroom knows ({len(MIGRATIONS)}); upgrade greenroom"
+            )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             conn.executescript(f"BEGIN IMMEDIATE; {script} PRAGMA user_version = {number}; COMMIT;")
 
@@ -139,8 +148,12 @@ class SqliteStore:
                 break
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=self.busy_timeout_ms / 1000)
+        conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=self.busy_timeout_ms / 1000,
+        )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
@@ -176,9 +189,16 @@ class SqliteStore:
 
     # --- writes -----------------------------------------------------------------------
 
-    def commit(self, session_id: str, *, session: SessionRecord | None = None,
-               messages: Sequence[ChatMessage] = (), tasks: Sequence[TaskRecord] = (),
-               events: Sequence[Event] = (), acked_up_to: int | None = None) -> None:
+    def commit(
+        self,
+        session_id: str,
+        *,
+        session: SessionRecord | None = None,
+        messages: Sequence[ChatMessage] = (),
+        tasks: Sequence[TaskRecord] = (),
+        events: Sequence[Event] = (),
+        acked_up_to: int | None = None,
+    ) -> None:
         """See :meth:`greenroom.typing.Store.commit`; blocks until the write is durable.
 
         Raises:
@@ -186,8 +206,7 @@ class SqliteStore:
         """
         if self._closed or self._writer is None:
             raise StoreError(f"commit: the store {self.path} is not open")
-        write = _Write(session_id, session, list(messages), list(tasks), list(events),
-                       acked_up_to)
+        write = _Write(session_id, session, list(messages), list(tasks), list(events), acked_up_to)
         self._queue.put(write)
         write.done.wait()
         if write.error is not None:
@@ -252,42 +271,69 @@ class SqliteStore:
     def load_session(self, session_id: str, *, recent_events: int) -> SessionSnapshot | None:
         """See :meth:`greenroom.typing.Store.load_session`."""
         with self._reader("load_session") as conn:
-            row = conn.execute("SELECT id, agent, created_at, metadata, acked_up_to, last_seq "
-                               "FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            row = conn.execute(
+                "SELECT id, agent, created_at, metadata, acked_up_to, last_seq "
+                "FROM sessions WHERE id = ?",
+                (session_id,),
+            ).fetchone()
             if row is None:
                 return None
             record = SessionRecord(row[0], row[1], row[2], json.loads(row[3]))
-            messages = [ChatMessage(*r) for r in conn.execute(
-                "SELECT role, content, created_at, turn_id, seq FROM messages "
-                "WHERE session_id = ? ORDER BY id", (session_id,))]
-            tasks = [_task(r) for r in conn.execute(
-                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE session_id = ?", (session_id,))]
-            events = [_event(r) for r in conn.execute(
-                "SELECT seq, type, ts, data FROM events WHERE session_id = ? "
-                "ORDER BY seq DESC LIMIT ?", (session_id, max(recent_events, 0)))]
+            messages = [
+                ChatMessage(*r)
+                for r in conn.execute(
+                    "SELECT role, content, created_at, turn_id, seq FROM messages "
+                    "WHERE session_id = ? ORDER BY id",
+                    (session_id,),
+                )
+            ]
+            tasks = [
+                _task(r)
+                for r in conn.execute(
+                    f"SELECT {_TASK_COLUMNS} FROM tasks WHERE session_id = ?", (session_id,)
+                )
+            ]
+            events = [
+                _event(r)
+                for r in conn.execute(
+                    "SELECT seq, type, ts, data FROM events WHERE session_id = ? "
+                    "ORDER BY seq DESC LIMIT ?",
+                    (session_id, max(recent_events, 0)),
+                )
+            ]
             events.reverse()
             return SessionSnapshot(record, messages, tasks, row[5], row[4], events)
 
     def events_after(self, session_id: str, after: int, limit: int) -> list[Event]:
         """See :meth:`greenroom.typing.Store.events_after`."""
         with self._reader("events_after") as conn:
-            return [_event(r) for r in conn.execute(
-                "SELECT seq, type, ts, data FROM events WHERE session_id = ? AND seq > ? "
-                "ORDER BY seq LIMIT ?", (session_id, after, limit))]
+            return [
+                _event(r)
+                for r in conn.execute(
+                    "SELECT seq, type, ts, data FROM events WHERE session_id = ? AND seq > ? "
+                    "ORDER BY seq LIMIT ?",
+                    (session_id, after, limit),
+                )
+            ]
 
     def first_seq(self, session_id: str) -> int | None:
         """See :meth:`greenroom.typing.Store.first_seq`."""
         with self._reader("first_seq") as conn:
-            row = conn.execute("SELECT min(seq) FROM events WHERE session_id = ?",
-                               (session_id,)).fetchone()
+            row = conn.execute(
+                "SELECT min(seq) FROM events WHERE session_id = ?", (session_id,)
+            ).fetchone()
             return None if row[0] is None else int(row[0])
 
     def unfinished_tasks(self) -> list[TaskRecord]:
         """See :meth:`greenroom.typing.Store.unfinished_tasks`."""
         with self._reader("unfinished_tasks") as conn:
-            return [_task(r) for r in conn.execute(
-                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE status IN ('queued', 'running') "
-                "ORDER BY created_at")]
+            return [
+                _task(r)
+                for r in conn.execute(
+                    f"SELECT {_TASK_COLUMNS} FROM tasks WHERE status IN ('queued', 'running') "
+                    "ORDER BY created_at"
+                )
+            ]
 
     def prune(self, *, finished_before: float) -> int:
         """See :meth:`greenroom.typing.Store.prune`."""
@@ -297,11 +343,13 @@ class SqliteStore:
                 tasks = conn.execute(
                     "DELETE FROM tasks WHERE seq IS NOT NULL AND finished_at < ? AND seq <= "
                     "(SELECT acked_up_to FROM sessions s WHERE s.id = tasks.session_id)",
-                    (finished_before,)).rowcount
+                    (finished_before,),
+                ).rowcount
                 events = conn.execute(
                     "DELETE FROM events WHERE ts < ? AND seq <= "
                     "(SELECT acked_up_to FROM sessions s WHERE s.id = events.session_id)",
-                    (finished_before,)).rowcount
+                    (finished_before,),
+                ).rowcount
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -318,37 +366,71 @@ def _apply(conn: sqlite3.Connection, write: _Write) -> None:
     sid = write.session_id
     if write.session is not None:
         rec = write.session
-        conn.execute("INSERT OR IGNORE INTO sessions (id, agent, created_at, metadata) "
-                     "VALUES (?, ?, ?, ?)", (rec.id, rec.agent, rec.created_at,
-                                             json.dumps(rec.metadata)))
+        conn.execute(
+            "INSERT OR IGNORE INTO sessions (id, agent, created_at, metadata) VALUES (?, ?, ?, ?)",
+            (rec.id, rec.agent, rec.created_at, json.dumps(rec.metadata)),
+        )
     conn.executemany(
         "INSERT INTO messages (session_id, role, content, created_at, turn_id, seq) "
         "VALUES (?, ?, ?, ?, ?, ?)",
-        [(sid, m.role, m.content, m.created_at, m.turn_id, m.seq) for m in write.messages])
-    conn.executemany(f"INSERT OR REPLACE INTO tasks ({_TASK_COLUMNS}) VALUES "
-                     f"({', '.join('?' * 15)})", [_task_row(t) for t in write.tasks])
-    conn.executemany("INSERT INTO events (session_id, seq, type, ts, data) VALUES (?, ?, ?, ?, ?)",
-                     [(sid, e.seq, e.type, e.ts, json.dumps(e.data)) for e in write.events])
+        [(sid, m.role, m.content, m.created_at, m.turn_id, m.seq) for m in write.messages],
+    )
+    conn.executemany(
+        f"INSERT OR REPLACE INTO tasks ({_TASK_COLUMNS}) VALUES ({', '.join('?' * 15)})",
+        [_task_row(t) for t in write.tasks],
+    )
+    conn.executemany(
+        "INSERT INTO events (session_id, seq, type, ts, data) VALUES (?, ?, ?, ?, ?)",
+        [(sid, e.seq, e.type, e.ts, json.dumps(e.data)) for e in write.events],
+    )
     last_seq = max((e.seq or 0 for e in write.events), default=0)
     if last_seq or write.acked_up_to is not None:
-        conn.execute("UPDATE sessions SET last_seq = max(last_seq, ?), "
-                     "acked_up_to = max(acked_up_to, ?) WHERE id = ?",
-                     (last_seq, write.acked_up_to or 0, sid))
+        conn.execute(
+            "UPDATE sessions SET last_seq = max(last_seq, ?), "
+            "acked_up_to = max(acked_up_to, ?) WHERE id = ?",
+            (last_seq, write.acked_up_to or 0, sid),
+        )
 
 
 def _task_row(t: TaskRecord) -> tuple[Any, ...]:
     error = json.dumps(t.error.to_json()) if t.error else None
-    return (t.id, t.session_id, t.kind, t.agent, t.prompt, t.status.value, t.created_at,
-            t.timeout_s, t.started_at, t.finished_at, t.content, error, t.seq,
-            t.idempotency_key, t.request_id)
+    return (
+        t.id,
+        t.session_id,
+        t.kind,
+        t.agent,
+        t.prompt,
+        t.status.value,
+        t.created_at,
+        t.timeout_s,
+        t.started_at,
+        t.finished_at,
+        t.content,
+        error,
+        t.seq,
+        t.idempotency_key,
+        t.request_id,
+    )
 
 
 def _task(r: Sequence[Any]) -> TaskRecord:
-    return TaskRecord(id=r[0], session_id=r[1], kind=r[2], agent=r[3], prompt=r[4],
-                      status=TaskStatus(r[5]), created_at=r[6], timeout_s=r[7],
-                      started_at=r[8], finished_at=r[9], content=r[10],
-                      error=ErrorInfo.from_json(json.loads(r[11])) if r[11] else None,
-                      seq=r[12], idempotency_key=r[13], request_id=r[14])
+    return TaskRecord(
+        id=r[0],
+        session_id=r[1],
+        kind=r[2],
+        agent=r[3],
+        prompt=r[4],
+        status=TaskStatus(r[5]),
+        created_at=r[6],
+        timeout_s=r[7],
+        started_at=r[8],
+        finished_at=r[9],
+        content=r[10],
+        error=ErrorInfo.from_json(json.loads(r[11])) if r[11] else None,
+        seq=r[12],
+        idempotency_key=r[13],
+        request_id=r[14],
+    )
 
 
 def _event(r: Sequence[Any]) -> Event:
