@@ -143,7 +143,8 @@ def _check(dotted: str, hint: Any, value: Any) -> Any:
 
 
 def _check_rules(dotted: str, value: Any) -> None:
-    pattern = "agents.*." + dotted.split(".")[-1] if dotted.startswith("agents.") else dotted
+    leaf = dotted.rsplit(".", maxsplit=1)[-1]
+    pattern = f"agents.*.{leaf}" if dotted.startswith("agents.") else dotted
     choices = _CHOICES.get(pattern)
     if choices and value not in choices:
         raise ConfigError(
