@@ -226,6 +226,9 @@ class Orchestrator:
         await loop.run_in_executor(None, _interrupt_tasks, runtime, grace_s)
         await bridge.ask(runtime.directory, m.PassivateAll)
         await loop.run_in_executor(None, runtime.directory.stop)
+        stuck = await loop.run_in_executor(None, runtime.wait_stopped, grace_s + 5.0)
+        if stuck:
+            log.error("shutdown_actors_stuck", actor="orchestrator", count=stuck)
         for agent in self._agents.values():
             await agent.aclose()
         await loop.run_in_executor(None, runtime.store.close)
@@ -308,7 +311,7 @@ class Orchestrator:
 
 def _start_task_actor(runtime: Runtime, spec: TaskSpec) -> Any:
     try:
-        return TaskActor.start(runtime, spec)
+        return runtime.started(TaskActor.start(runtime, spec))
     except Exception as exc:  # e.g. no thread could be started: still one completion
         failed = replace(
             spec.task,

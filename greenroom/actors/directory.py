@@ -49,9 +49,9 @@ class DirectoryActor(bridge.LoopSafeActor):
             self._route(message.session_id, message.message)
         elif isinstance(message, m.CreateSession):
             sid = message.record.id
-            ref = SessionActor.start(self.runtime, sid, message)
+            ref = self.runtime.started(SessionActor.start(self.runtime, sid, message))
             self.live[sid] = _Entry(ref, time.monotonic())
-            self._enforce_bound()
+            self._enforce_bound(keep=sid)
         elif isinstance(message, m.Passivated | m.SessionGone):
             self._stopped(message)
         elif isinstance(message, m.PassivateRefused):
@@ -66,20 +66,22 @@ class DirectoryActor(bridge.LoopSafeActor):
 
     def _route(self, sid: str, message: Any) -> None:
         entry = self.live.get(sid)
+        activated = entry is None
         if entry is None:
-            entry = self._activate(sid)
+            entry = _Entry(
+                self.runtime.started(SessionActor.start(self.runtime, sid)), time.monotonic()
+            )
+            self.live[sid] = entry
         if entry.passivating:
             entry.buffer.append(message)
             return
         entry.last_used = time.monotonic()
         self.live.move_to_end(sid)
         bridge.tell(entry.ref, message)
-
-    def _activate(self, sid: str) -> _Entry:
-        entry = _Entry(SessionActor.start(self.runtime, sid), time.monotonic())
-        self.live[sid] = entry
-        self._enforce_bound()
-        return entry
+        if activated:
+            # Deliver first, then make room: never pick the session just woken, or it
+            # would be passivated before its message and woken again, forever.
+            self._enforce_bound(keep=sid)
 
     def _stopped(self, message: m.Passivated | m.SessionGone) -> None:
         sid = message.session_id
@@ -118,9 +120,9 @@ class DirectoryActor(bridge.LoopSafeActor):
                 self._passivate(sid, entry)
         self._enforce_bound()
 
-    def _enforce_bound(self) -> None:
+    def _enforce_bound(self, keep: str | None = None) -> None:
         bound = self.runtime.settings.limits.max_live_sessions
-        candidates = [(s, e) for s, e in self.live.items() if not e.passivating]
+        candidates = [(s, e) for s, e in self.live.items() if not e.passivating and s != keep]
         excess = len(self.live) - bound
         for sid, entry in candidates[: max(excess, 0)]:
             self._passivate(sid, entry)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,23 @@ class Runtime:
     directory: Any = None  # the directory's ActorRef, set once started
     closing: bool = False  # intake closed (shutdown under way)
     active_turns: set[asyncio.Task[None]] = field(default_factory=set)  # loop-side only
+    # Every actor this runtime started and that is still alive (weak: dead ones drop out),
+    # so shutdown can wait until each one has really stopped.
+    actors: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
+
+    def started(self, ref: Any) -> Any:
+        """Record an actor this runtime started; returns ``ref``."""
+        self.actors.add(ref)
+        return ref
+
+    def wait_stopped(self, timeout_s: float) -> int:
+        """Block (off the loop) until every recorded actor stopped; returns how many did not."""
+        deadline = time.monotonic() + timeout_s
+        left = 0
+        for ref in list(self.actors):
+            if not ref.actor_stopped.wait(max(0.0, deadline - time.monotonic())):
+                left += 1
+        return left
 
     def agent(self, name: str) -> Agent:
         """The agent registered under ``name``.

@@ -27,8 +27,9 @@ class CallableAgent(BaseAgent):
             raise TypeError(f"agent {name!r}: expected a callable, got {type(fn).__name__}")
         self.name = name
         self.fn = fn
-        self._is_async_gen = inspect.isasyncgenfunction(fn)
-        self._is_coroutine = inspect.iscoroutinefunction(fn)
+        call = getattr(fn, "__call__", None)  # noqa: B004  (objects with async __call__)
+        self._is_async_gen = inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(call)
+        self._is_coroutine = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
     async def stream(self, history: History, ctx: AgentContext) -> AsyncIterator[str]:
         copy = [dict(m) for m in history]  # the callable may mutate its argument

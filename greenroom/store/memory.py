@@ -7,8 +7,8 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from greenroom.models import ChatMessage, Event, SessionRecord, SessionSnapshot, TaskRecord
 from greenroom.errors import StoreError
+from greenroom.models import ChatMessage, Event, SessionRecord, SessionSnapshot, TaskRecord
 
 
 @dataclass(slots=True)
