@@ -8,9 +8,11 @@ answer text is logged only with ``log_content = true`` (see :func:`content_field
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import logging.handlers
+import queue
 import sys
 import threading
 from collections.abc import MutableMapping
@@ -30,6 +32,8 @@ _LEVELS = {
 }
 _lock = threading.Lock()
 _handlers: list[logging.Handler] = []
+# The one listener thread writing log lines; a list so no `global` is needed.
+_listener: list[logging.handlers.QueueListener] = []
 
 
 def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -104,8 +108,12 @@ def configure_logging(settings: LoggingSettings, *, stream: TextIO | None = None
             )
             file.setFormatter(_JSONLineFormatter())
             _handlers.append(file)
-        for handler in _handlers:
-            root.addHandler(handler)
+        # Handlers do their I/O on a listener thread: a log call on the event loop (or an
+        # actor) only puts the record on a queue, so logging never blocks the loop.
+        records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        _listener.append(logging.handlers.QueueListener(records, *_handlers))
+        _listener[0].start()
+        root.addHandler(_PassThroughQueueHandler(records))
         structlog.configure(
             processors=[
                 structlog.contextvars.merge_contextvars,
@@ -127,10 +135,29 @@ def _to_stdlib(logger: Any, method: str, event: MutableMapping[str, Any]) -> Any
     return (dict(event),), {}
 
 
+class _PassThroughQueueHandler(logging.handlers.QueueHandler):
+    """Queues the record untouched: our handlers render its event dict themselves."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
 def _close_handlers() -> None:
+    for listener in _listener:
+        listener.stop()  # drains what is queued first
+    _listener.clear()
     for handler in _handlers:
         handler.close()
     _handlers.clear()
+
+
+@atexit.register
+def flush_logging() -> None:
+    """Write out every queued log line (at exit, and before reading the log file)."""
+    with _lock:
+        for listener in _listener:
+            listener.stop()
+            listener.start()
 
 
 def reset_logging() -> None:

@@ -1,0 +1,95 @@
+"""The one place where errors become HTTP responses: ``{"error": {"code", "message"}}``.
+
+Domain errors map to statuses by class; aiohttp's own HTTP errors (404 route, 405,
+413) keep their status but get the JSON body; anything unexpected is logged with its
+request id and answered with a generic 500 — never a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from greenroom import errors as e
+from greenroom.http.keys import REQUEST_ID
+
+log = structlog.get_logger("greenroom")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_STATUS: tuple[tuple[type[BaseException], int], ...] = (
+    (e.NotFoundError, 404),
+    (e.ConflictError, 409),
+    (e.CapacityError, 429),
+    (e.ShuttingDownError, 503),
+    (e.StoreError, 503),
+    (e.ConfigError, 400),
+    (ValueError, 400),
+    (TypeError, 400),
+)
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+
+class BadRequestError(ValueError):
+    """A request the API cannot take: malformed JSON, wrong fields or types."""
+
+    def __init__(self, message: str, code: str = "bad_request") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    """The JSON error body every failure uses."""
+    return web.json_response(
+        {"error": {"code": code, "message": message}}, status=status, headers=headers
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every exception as a JSON error with the right status."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(exc.status, code, exc.reason or code, headers)
+    except Exception as exc:
+        return _domain_error(request, exc)
+
+
+def _domain_error(request: web.Request, exc: Exception) -> web.Response:
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            code = getattr(exc, "code", None) or _HTTP_CODES.get(status, "error")
+            if isinstance(exc, ValueError | TypeError) and not isinstance(exc, e.GreenroomError):
+                code = getattr(exc, "code", "bad_request")
+            headers = None
+            if isinstance(exc, e.CapacityError):
+                headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
+            return error_response(status, code, str(exc), headers)
+    log.error(
+        "request_failed",
+        actor="http",
+        request_id=request.get(REQUEST_ID),
+        error_type=type(exc).__name__,
+        error=str(exc),
+        exc_info=exc,
+    )
+    return error_response(
+        500,
+        "internal_error",
+        "an unexpected error occurred; see the server log for this request id",
+    )

@@ -1,0 +1,79 @@
+"""Request ids, access logs, bearer-token auth, the body-size bound."""
+
+from __future__ import annotations
+
+import hmac
+import re
+import time
+import uuid
+
+import structlog
+from aiohttp import web
+
+from greenroom.http.errors import Handler, error_response
+from greenroom.http.keys import REQUEST_ID, SETTINGS
+
+log = structlog.get_logger("greenroom")
+_VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+def request_id(request: web.Request) -> str | None:
+    """The request's id (set by :func:`request_id_middleware`)."""
+    value = request.get(REQUEST_ID)
+    return value if isinstance(value, str) else None
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Accept or make up ``X-Request-ID``, echo it, and log the request's start and end."""
+    given = request.headers.get("X-Request-ID", "")
+    rid = given if _VALID_ID.match(given) else f"req_{uuid.uuid4().hex}"
+    request[REQUEST_ID] = rid
+    started = time.perf_counter()
+    log.info(
+        "request_started", actor="http", request_id=rid, method=request.method, path=request.path
+    )
+    response = await handler(request)
+    if not response.prepared:
+        response.headers["X-Request-ID"] = rid
+    log.info(
+        "request_finished",
+        actor="http",
+        request_id=rid,
+        status=response.status,
+        method=request.method,
+        path=request.path,
+        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+    )
+    return response
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With a token configured, every /v1 route needs ``Authorization: Bearer <token>``."""
+    token = request.app[SETTINGS].server.token
+    if token and request.path.startswith("/v1"):
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+            return error_response(
+                401,
+                "unauthorized",
+                "missing or wrong bearer token (Authorization: Bearer ...)",
+                {"WWW-Authenticate": "Bearer"},
+            )
+    return await handler(request)
+
+
+@web.middleware
+async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """413 before reading a body whose declared length is over ``max_body_bytes``."""
+    limit = request.app[SETTINGS].limits.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return error_response(
+            413,
+            "body_too_large",
+            f"request body of {request.content_length} bytes exceeds "
+            f"limits.max_body_bytes ({limit})",
+        )
+    return await handler(request)

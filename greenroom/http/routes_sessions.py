@@ -1,0 +1,48 @@
+"""Sessions and foreground turns: /v1/sessions, /v1/sessions/{sid}, .../messages."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from greenroom.api import Session
+from greenroom.http.keys import ORCHESTRATOR
+from greenroom.http.middleware import request_id
+from greenroom.http.validate import json_body
+
+routes = web.RouteTableDef()
+
+
+def session_of(request: web.Request) -> Session:
+    """The session the URL names (its existence is checked by the call that uses it)."""
+    return request.app[ORCHESTRATOR].session(request.match_info["sid"])
+
+
+@routes.post("/v1/sessions")
+async def create_session(request: web.Request) -> web.Response:
+    body = await json_body(
+        request, required={}, optional={"agent": str, "metadata": dict}, allow_empty=True
+    )
+    orch = request.app[ORCHESTRATOR]
+    session = await orch.create_session(
+        body.get("agent"), body.get("metadata"), request_id=request_id(request)
+    )
+    return web.json_response(await session.info(request_id=request_id(request)), status=201)
+
+
+@routes.get("/v1/sessions/{sid}")
+async def get_session(request: web.Request) -> web.Response:
+    return web.json_response(await session_of(request).info(request_id=request_id(request)))
+
+
+@routes.post("/v1/sessions/{sid}/messages")
+async def post_message(request: web.Request) -> web.Response:
+    body = await json_body(request, required={"content": str}, optional={})
+    session = session_of(request)
+    turn_id = await session.start_turn(body["content"], request_id=request_id(request))
+    return web.json_response({"turn_id": turn_id, "session_id": session.id}, status=202)
+
+
+@routes.get("/v1/sessions/{sid}/messages")
+async def get_messages(request: web.Request) -> web.Response:
+    messages = await session_of(request).messages(request_id=request_id(request))
+    return web.json_response({"messages": messages})

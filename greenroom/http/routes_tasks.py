@@ -1,0 +1,58 @@
+"""Background tasks: start, list, read (with long-poll), cancel."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from greenroom.http.keys import SETTINGS
+from greenroom.http.middleware import request_id
+from greenroom.http.routes_sessions import session_of
+from greenroom.http.validate import BadRequestError, json_body, query_number
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/v1/sessions/{sid}/tasks")
+async def start_task(request: web.Request) -> web.Response:
+    body = await json_body(
+        request,
+        required={"prompt": str},
+        optional={"kind": str, "agent": str, "timeout_s": (int, float)},
+    )
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 200:
+        raise BadRequestError("Idempotency-Key: must be 1 to 200 characters", "bad_header")
+    timeout_s = body.get("timeout_s")
+    task = await session_of(request).start_task(
+        body["prompt"],
+        body.get("kind") or "background",
+        body.get("agent"),
+        float(timeout_s) if timeout_s is not None else None,
+        idempotency_key=key,
+        request_id=request_id(request),
+    )
+    return web.json_response(task.info, status=202)
+
+
+@routes.get("/v1/sessions/{sid}/tasks")
+async def list_tasks(request: web.Request) -> web.Response:
+    tasks = await session_of(request).tasks(request_id=request_id(request))
+    return web.json_response({"tasks": tasks})
+
+
+@routes.get("/v1/sessions/{sid}/tasks/{tid}")
+async def get_task(request: web.Request) -> web.Response:
+    cap = request.app[SETTINGS].server.max_wait_s
+    wait_s = query_number(request, "wait", 0.0, maximum=cap)
+    task = await session_of(request).get_task(
+        request.match_info["tid"], wait_s=wait_s, request_id=request_id(request)
+    )
+    return web.json_response(task)
+
+
+@routes.post("/v1/sessions/{sid}/tasks/{tid}/cancel")
+async def cancel_task(request: web.Request) -> web.Response:
+    task = await session_of(request).cancel_task(
+        request.match_info["tid"], request_id=request_id(request)
+    )
+    return web.json_response(task)
