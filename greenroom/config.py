@@ -80,7 +80,8 @@ def settings_from_mapping(data: Mapping[str, Any]) -> Settings:
             top[key] = {**defaults.agents, **_agents(value)}
         else:
             top[key] = value
-    return _build(Settings, top, "", base=defaults, nested_ok=True)
+    settings: Settings = _build(Settings, top, "", base=defaults, nested_ok=True)
+    return settings
 
 
 def _build(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from greenroom.http.errors import BadRequestError
 from greenroom.http.keys import SETTINGS
 from greenroom.http.middleware import request_id
 from greenroom.http.routes_sessions import session_of
-from greenroom.http.validate import BadRequestError, json_body, query_number
+from greenroom.http.validate import json_body, query_number
 
 routes = web.RouteTableDef()
 

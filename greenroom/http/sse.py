@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Coroutine
+from typing import Any
 
 from aiohttp import web
 
 from greenroom.actors.events import CLOSED, RESET
+from greenroom.http.errors import BadRequestError
 from greenroom.http.keys import SETTINGS, SHUTDOWN
 from greenroom.http.middleware import request_id
 from greenroom.http.routes_sessions import session_of
-from greenroom.http.validate import BadRequestError
 from greenroom.models import Event
 
 routes = web.RouteTableDef()
@@ -89,11 +91,11 @@ _SHUTDOWN_EVENT = Event("shutdown", {})
 
 
 async def _next(
-    get: asyncio.Future[Event] | object, shutdown: asyncio.Event, heartbeat_s: float
+    get: Coroutine[Any, Any, Event], shutdown: asyncio.Event, heartbeat_s: float
 ) -> Event | None:
     """The next event; None after ``heartbeat_s`` of silence; a shutdown marker on shutdown."""
-    getter = asyncio.ensure_future(get)  # type: ignore[arg-type]
-    stopper = asyncio.ensure_future(shutdown.wait())
+    getter: asyncio.Future[Event] = asyncio.ensure_future(get)
+    stopper: asyncio.Future[Any] = asyncio.ensure_future(shutdown.wait())
     done, _ = await asyncio.wait(
         {getter, stopper}, timeout=heartbeat_s, return_when=asyncio.FIRST_COMPLETED
     )

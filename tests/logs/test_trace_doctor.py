@@ -1,0 +1,198 @@
+"""Run real scenarios, then debug them from the log file alone with trace and doctor."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from greenroom import Orchestrator
+from greenroom.config import load_settings
+from greenroom.doctor import doctor_main
+from greenroom.http import create_app
+from greenroom.logs import configure_logging, flush_logging, reset_logging
+from greenroom.settings import LoggingSettings
+from greenroom.testing import FakeOpenAI
+from greenroom.trace import trace_main
+from tests.actors.agents import forever
+
+SECRET_KEY = "sk-planted-secret-key-123"
+SECRET_TOKEN = "planted-bearer-token-456"
+
+
+@pytest.fixture
+def log_path(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "greenroom.log"
+    configure_logging(LoggingSettings(path=str(path), level="info", format="json"))
+    yield path
+    reset_logging()
+
+
+async def _scenario(tmp_path: Path, log_path: Path, *, stuck: bool) -> dict[str, str]:
+    settings = load_settings(
+        overrides={
+            "data_dir": str(tmp_path / "d"),
+            "store": {"kind": "memory"},
+            "server": {"token": SECRET_TOKEN},
+        },
+        env={},
+    )
+    headers = {"Authorization": f"Bearer {SECRET_TOKEN}"}
+    orch = Orchestrator(settings)
+    orch.register_agent("forever", forever)
+    await orch.start()
+    client = TestClient(TestServer(create_app(orch), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        sid = (await (await client.post("/v1/sessions", json={}, headers=headers)).json())["id"]
+        task = await (
+            await client.post(
+                f"/v1/sessions/{sid}/tasks",
+                json={"prompt": "x"},
+                headers={**headers, "X-Request-ID": "req-start"},
+            )
+        ).json()
+        await client.get(f"/v1/sessions/{sid}/tasks/{task['id']}?wait=10", headers=headers)
+        for _ in range(2):
+            await client.get(f"/v1/sessions/{sid}/results", headers=headers)
+        await client.post(f"/v1/sessions/{sid}/results/ack", json={"up_to": 3}, headers=headers)
+        ids = {"session": sid, "task": task["id"]}
+        if stuck:
+            hung = await (
+                await client.post(
+                    f"/v1/sessions/{sid}/tasks",
+                    json={"prompt": "y", "agent": "forever"},
+                    headers=headers,
+                )
+            ).json()
+            ids["stuck"] = hung["id"]
+            await client.get(f"/v1/sessions/{sid}/tasks/{hung['id']}?wait=0.2", headers=headers)
+    finally:
+        await client.close()
+        if not stuck:
+            await orch.stop()
+    flush_logging()
+    if stuck:  # the process "crashed": cut the log mid-line, then stop for the test's sake
+        text = log_path.read_text()
+        log_path.write_text(text + '{"event": "task_fini')
+        await orch.stop()
+        log_path.write_text(text + '{"event": "task_fini')
+    return ids
+
+
+async def test_trace_tells_the_whole_story_of_a_request(
+    tmp_path: Path, log_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = await _scenario(tmp_path, log_path, stuck=False)
+    assert trace_main(["req-start", "--log", str(log_path)]) == 0
+    out = capsys.readouterr().out
+    order = [
+        "request_started",
+        "task_queued",
+        "task_started",
+        "task_finished",
+        "completion_recorded",
+        "results_read",
+        "results_acked",
+    ]
+    positions = [out.index(event) for event in order]
+    assert positions == sorted(positions), out
+    assert f"verdict: task {ids['task']} completed in" in out
+    assert "result read 2 time(s), acknowledged" in out
+    assert trace_main([ids["task"], "--log", str(log_path), "--json"]) == 0
+    story = json.loads(capsys.readouterr().out)
+    assert story["kind"] == "task" and "completed" in story["verdict"]
+    assert trace_main(["tsk_nowhere", "--log", str(log_path)]) == 2
+    assert doctor_main(["--log", str(log_path)]) == 0
+    assert "0 problems" in capsys.readouterr().out
+
+
+async def test_doctor_names_the_task_a_crash_left_unfinished(
+    tmp_path: Path, log_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = await _scenario(tmp_path, log_path, stuck=True)
+    assert doctor_main(["--log", str(log_path), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    never_ended = [f for f in report["problems"] if f["kind"] == "task_never_ended"]
+    assert [f["ids"]["task_id"] for f in never_ended] == [ids["stuck"]]
+    assert report["garbled_lines"] == 1
+    assert trace_main([ids["stuck"], "--log", str(log_path)]) == 0
+    assert "started and never ended" in capsys.readouterr().out
+
+
+async def test_unread_results_are_warnings_that_fail_only_strict_runs(
+    tmp_path: Path, log_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with Orchestrator({"store": {"kind": "memory"}, "data_dir": str(tmp_path)}) as orch:
+        session = await orch.create_session()
+        await (await session.start_task("nobody reads me")).wait(timeout=10)
+    flush_logging()
+    assert doctor_main(["--log", str(log_path)]) == 0
+    assert "result_never_read" in capsys.readouterr().out
+    assert doctor_main(["--log", str(log_path), "--strict"]) == 1
+
+
+async def test_secrets_never_reach_the_log(
+    tmp_path: Path, log_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _scenario(tmp_path, log_path, stuck=False)
+    async with FakeOpenAI() as fake:
+        config = {
+            "store": {"kind": "memory"},
+            "data_dir": str(tmp_path / "o"),
+            "agents": {
+                "gpt": {"kind": "openai", "base_url": fake.base_url, "api_key_env": "PLANTED_KEY"}
+            },
+        }
+        monkeypatch.setenv("PLANTED_KEY", SECRET_KEY)
+        async with Orchestrator(config) as orch:
+            session = await orch.create_session(agent="gpt")
+            done = await (await session.start_task("hello")).wait(timeout=10)
+            assert done.content == "hello"
+        assert fake.requests[0].headers["Authorization"] == f"Bearer {SECRET_KEY}"
+    flush_logging()
+    text = log_path.read_text()
+    assert "agent_call_completed" in text
+    assert SECRET_KEY not in text and SECRET_TOKEN not in text
+    assert '"content"' not in text  # log_content is off: lengths only
+
+
+def test_missing_log_file_exits_2(tmp_path: Path) -> None:
+    assert doctor_main(["--log", str(tmp_path / "none.log")]) == 2
+    assert trace_main(["x", "--log", str(tmp_path / "none.log")]) == 2
+
+
+def test_rotation_caps_the_log_size(tmp_path: Path) -> None:
+    path = tmp_path / "small.log"
+    configure_logging(LoggingSettings(path=str(path), max_bytes=2000, backup_count=2))
+    import structlog
+
+    log = structlog.get_logger("greenroom")
+    for i in range(200):
+        log.info("filler_event", n=i, session_id="ses_x")
+    flush_logging()
+    reset_logging()
+    files = sorted(tmp_path.glob("small.log*"))
+    assert len(files) == 3
+    assert all(f.stat().st_size <= 2200 for f in files)
+
+
+async def test_doctor_reads_a_large_log_in_one_pass(tmp_path: Path) -> None:
+    path = tmp_path / "big.log"
+    line = {
+        "event": "actor_message",
+        "actor": "session",
+        "msg": "GetResults",
+        "session_id": "ses_1",
+        "duration_ms": 0.1,
+        "level": "info",
+        "ts": "2026-11-25T00:00:00.000000Z",
+    }
+    with path.open("w") as handle:
+        for i in range(100_000):
+            handle.write(json.dumps({**line, "n": i}) + "\n")
+    assert await asyncio.to_thread(doctor_main, ["--log", str(path), "--json"]) == 0
