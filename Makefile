@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-quick clean
+.PHONY: run test lint bench bench-quick clean wrk
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,15 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check greenroom tests bench examples
 	$(BIN)/mypy
 
-bench: $(STAMP)
+# wrk is the load generator of poll_rps; installed from Debian when missing (needs root).
+wrk:
+	@command -v wrk >/dev/null || (apt-get install -y wrk >/dev/null 2>&1 || \
+	  (apt-get update >/dev/null && apt-get install -y wrk >/dev/null))
+
+bench: $(STAMP) wrk
 	$(BIN)/python -m bench
 
-bench-quick: $(STAMP)
+bench-quick: $(STAMP) wrk
 	$(BIN)/python -m bench --quick
 
 clean:

@@ -43,7 +43,7 @@ class LimitsSettings:
     max_running_tasks: int = 64
     max_queued_tasks: int = 1000
     task_timeout_s: float = 600.0
-    max_live_sessions: int = 1000
+    max_live_sessions: int = 256  # one OS thread each: keep it modest
     session_idle_s: float = 300.0
     max_body_bytes: int = 1024 * 1024
     max_prompt_chars: int = 200_000
