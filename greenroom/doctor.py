@@ -99,7 +99,8 @@ class _Scan:
         if isinstance(duration, int | float) and duration > self.slow_ms:
             name = f"{line.get('actor')} {line.get('msg') or line.get('path') or event}"
             self.slow[name].append(float(duration))
-        if line.get("error_type") and line.get("level") in ("error", "warning"):
+        failed_task = event == "task_finished"  # failed, timed out, cancelled, interrupted
+        if line.get("error_type") and (failed_task or line.get("level") in ("error", "warning")):
             self.errors[str(line["error_type"])] += 1
 
     def _task_event(self, tid: str, sid: str, event: str, line: dict[str, Any]) -> None:

@@ -116,7 +116,8 @@ class TaskActor(bridge.LoopSafeActor):
 
     def _on_outcome(self, outcome: AgentOutcome) -> None:
         if self.done:
-            self.log.info("late_agent_output_dropped")
+            if not outcome.cancelled:  # the agent answered after the task had ended
+                self.log.info("late_agent_output_dropped")
             return
         if outcome.error is not None:
             self._finish(TaskStatus.FAILED, error=ErrorInfo.from_exception(outcome.error))
