@@ -45,6 +45,7 @@ from greenroom.errors import (
     TaskNotFoundError,
     TurnInProgressError,
 )
+from greenroom.logs import content_fields
 from greenroom.models import (
     EVENT_MESSAGE_COMPLETED,
     EVENT_MESSAGE_DELTA,
@@ -139,7 +140,7 @@ class SessionCore:
             "turn_started",
             turn_id=turn_id,
             request_id=msg.request_id,
-            content_chars=len(msg.content),
+            **self._text("content", msg.content),
         )
         ctx = AgentContext(session_id=self.id, turn_id=turn_id, request_id=msg.request_id)
         history = [m.to_chat() for m in self.transcript]
@@ -174,6 +175,7 @@ class SessionCore:
                 "turn_completed",
                 turn_id=msg.turn_id,
                 chars=len(msg.content),
+                **self._text("answer", msg.content),
                 duration_ms=msg.duration_ms,
                 seq=seq,
             )
@@ -219,7 +221,7 @@ class SessionCore:
             kind=spec.task.kind,
             agent=spec.task.agent,
             seq=event.seq,
-            prompt_chars=len(spec.task.prompt),
+            **self._text("prompt", spec.task.prompt),
         )
         self._publish(event)
         self.rt.scheduler.submit(TaskSpec(replace(spec.task), spec.history))
@@ -308,6 +310,7 @@ class SessionCore:
             task_id=task.id,
             status=final.status.value,
             seq=seq,
+            **self._text("content", final.content or ""),
             request_id=msg.request_id,
         )
         self._publish(event)
@@ -465,6 +468,10 @@ class SessionCore:
         self.subscribers.clear()
 
     # --- helpers ----------------------------------------------------------------------
+
+    def _text(self, key: str, text: str) -> dict[str, Any]:
+        """Prompt/answer text for a log line: the text itself only with log_content."""
+        return content_fields(text, self.rt.settings.logging.log_content, key)
 
     def _task(self, task_id: str) -> TaskRecord:
         task = self.tasks.get(task_id)

@@ -196,3 +196,24 @@ async def test_doctor_reads_a_large_log_in_one_pass(tmp_path: Path) -> None:
         for i in range(100_000):
             handle.write(json.dumps({**line, "n": i}) + "\n")
     assert await asyncio.to_thread(doctor_main, ["--log", str(path), "--json"]) == 0
+
+
+async def test_prompt_and_answer_text_are_logged_only_with_log_content(tmp_path: Path) -> None:
+    for log_content in (False, True):
+        path = tmp_path / f"content-{log_content}.log"
+        configure_logging(LoggingSettings(path=str(path), log_content=log_content))
+        config = {
+            "store": {"kind": "memory"},
+            "data_dir": str(tmp_path),
+            "logging": {"log_content": log_content},
+        }
+        async with Orchestrator(config) as orch:
+            session = await orch.create_session()
+            await (await session.start_task("the secret plan")).wait(timeout=10)
+            _ = [c async for c in session.send("a private thought")]
+        flush_logging()
+        text = path.read_text()
+        reset_logging()
+        assert ("the secret plan" in text) is log_content
+        assert ("a private thought" in text) is log_content
+        assert ("prompt_chars" in text) is not log_content
