@@ -181,11 +181,25 @@ class SqliteStore:
                 self._readers.put(conn)
 
     def check(self) -> None:
-        """Raise StoreError unless the database can be read and written."""
-        with self._reader("check") as conn:
-            conn.execute("SELECT count(*) FROM sessions LIMIT 1").fetchone()
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("ROLLBACK")
+        """Raise StoreError unless the database can be read and written.
+
+        Uses a fresh connection (a pooled one may have been opened while the file was
+        read-only) and really attempts a write, rolled back.
+        """
+        if self._closed:
+            raise StoreError(f"check: the store {self.path} is closed")
+        with self._errors("check"):
+            conn = self._connect()
+            try:
+                conn.execute("SELECT count(*) FROM sessions LIMIT 1").fetchone()
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute(f"PRAGMA user_version = {int(version)}")
+                finally:
+                    conn.execute("ROLLBACK")
+            finally:
+                conn.close()
 
     # --- writes -----------------------------------------------------------------------
 
@@ -214,6 +228,7 @@ class SqliteStore:
 
     def _write_loop(self) -> None:
         conn = self._connect()
+        broken = False
         try:
             while True:
                 first = self._queue.get()
@@ -230,13 +245,20 @@ class SqliteStore:
                         stop = True
                         break
                     batch.append(nxt)
-                self._write_batch(conn, batch)
+                if broken:
+                    # After a fault (read-only file, full disk) the connection may be stuck
+                    # read-only or broken: reopen it before each batch until writes work,
+                    # so the store recovers as soon as the fault clears.
+                    conn.close()
+                    conn = self._connect()
+                broken = not self._write_batch(conn, batch)
                 if stop:
                     return
         finally:
             conn.close()
 
-    def _write_batch(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
+    def _write_batch(self, conn: sqlite3.Connection, batch: list[_Write]) -> bool:
+        """Write a batch; False when any write failed."""
         try:
             self._transaction(conn, batch)
         except sqlite3.Error as exc:
@@ -253,6 +275,7 @@ class SqliteStore:
                 write.error = StoreError(f"commit failed on {self.path}: {exc!r}")
         for write in batch:
             write.done.set()
+        return all(write.error is None for write in batch)
 
     def _transaction(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
         conn.execute("BEGIN IMMEDIATE")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -229,3 +231,40 @@ def test_closed_store_refuses_writes(tmp_path: Path) -> None:
     store.close()  # idempotent
     with pytest.raises(StoreError, match="not open"):
         store.commit("ses_1", session=session())
+
+
+def _immutable(path: Path, on: bool) -> bool:
+    """chattr +i/-i: read-only even for root (chmod is not). False where unsupported."""
+    flag = "+i" if on else "-i"
+    return (
+        subprocess.run(["chattr", flag, str(path)], capture_output=True, check=False).returncode
+        == 0
+    )
+
+
+def test_a_read_only_database_file_is_a_store_error_and_the_store_recovers(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "g.db"
+    first = SqliteStore(db)
+    first.open()
+    first.commit("ses_1", session=session(), tasks=[task("t1")])
+    first.close()
+    if shutil.which("chattr") is None or not _immutable(db, True):
+        pytest.skip("chattr +i is not available on this filesystem")
+    try:
+        store = SqliteStore(db)
+        store.open()
+        with pytest.raises(StoreError, match="readonly"):
+            store.commit("ses_1", tasks=[task("t2")])
+        with pytest.raises(StoreError, match="readonly"):
+            store.check()
+        snap = store.load_session("ses_1", recent_events=0)  # what was committed stays
+        assert snap is not None and [t.id for t in snap.tasks] == ["t1"]
+    finally:
+        _immutable(db, False)
+    store.commit("ses_1", tasks=[task("t3")])  # the fault cleared: writes work again
+    store.check()
+    snap = store.load_session("ses_1", recent_events=0)
+    store.close()
+    assert snap is not None and sorted(t.id for t in snap.tasks) == ["t1", "t3"]
