@@ -97,6 +97,10 @@ def configure_logging(settings: LoggingSettings, *, stream: TextIO | None = None
         console.setFormatter(
             _ConsoleFormatter(colors=stream.isatty()) if use_console else _JSONLineFormatter()
         )
+        if settings.path and not use_console:
+            # The file already has every line; repeating it as JSON on a non-terminal
+            # stderr doubles the logging cost for nothing. Warnings still show there.
+            console.setLevel(logging.WARNING)
         _handlers.append(console)
         if settings.path:
             Path(settings.path).parent.mkdir(parents=True, exist_ok=True)
