@@ -4,14 +4,18 @@ Every line carries ``event``, ``ts`` (ISO 8601, UTC) and ``level``, plus whichev
 correlation ids apply (``request_id``, ``session_id``, ``task_id``, ``turn_id``) and
 ``actor``/``msg`` for actor messages. Secrets are redacted by key name; prompt and
 answer text is logged only with ``log_content = true`` (see :func:`content_fields`).
+
+A log call on the event loop or an actor thread only runs structlog's processors and
+puts the event on a queue; one writer thread renders and writes lines in batches,
+flushing once per batch and tracking the file size itself for rotation. Logging never
+does I/O on the caller's thread.
 """
 
 from __future__ import annotations
 
 import atexit
 import json
-import logging
-import logging.handlers
+import os
 import queue
 import sys
 import threading
@@ -23,24 +27,21 @@ import structlog
 
 from greenroom.settings import LoggingSettings
 
-_SECRET_KEYS = ("token", "api_key", "apikey", "authorization", "password", "secret")
-_LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
-}
+_SECRET_PARTS = ("token", "api_key", "apikey", "authorization", "password", "secret")
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+_BATCH_MAX = 1000
 _lock = threading.Lock()
-_handlers: list[logging.Handler] = []
-# The one listener thread writing log lines; a list so no `global` is needed.
-_listener: list[logging.handlers.QueueListener] = []
+_writers: list[_Writer] = []  # the one running writer; a list so no `global` is needed
+_secret_keys: dict[str, bool] = {}  # key name -> is it a secret (cached: keys repeat)
 
 
 def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: replace the value of any secret-looking key."""
-    for key in list(event):
-        lowered = key.lower()
-        if any(secret in lowered for secret in _SECRET_KEYS) and event[key] is not None:
+    for key in event:
+        secret = _secret_keys.get(key)
+        if secret is None:
+            secret = _secret_keys[key] = any(p in key.lower() for p in _SECRET_PARTS)
+        if secret and event[key] is not None:
             event[key] = "[redacted]"
     return event
 
@@ -56,24 +57,106 @@ def content_fields(text: str, log_content: bool, key: str = "content") -> dict[s
     return {key: text} if log_content else {f"{key}_chars": len(text)}
 
 
-class _JSONLineFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        payload = record.msg
-        if isinstance(payload, dict):
-            return json.dumps(payload, default=str, separators=(",", ":"))
-        return json.dumps({"event": record.getMessage(), "level": record.levelname.lower()})
+_Item = dict[str, Any] | threading.Event | None  # an event, a flush marker, or stop
 
 
-class _ConsoleFormatter(logging.Formatter):
-    def __init__(self, colors: bool) -> None:
-        super().__init__()
-        self._render = structlog.dev.ConsoleRenderer(colors=colors)
+class _QueueLogger:
+    """The logger structlog calls: hands the finished event dict to the writer.
 
-    def format(self, record: logging.LogRecord) -> str:
-        payload = record.msg
-        if isinstance(payload, dict):
-            return str(self._render(None, record.levelname.lower(), dict(payload)))
-        return record.getMessage()
+    ``SimpleQueue.put`` takes no Python lock, so this never blocks the event loop.
+    """
+
+    def __init__(self, sink: queue.SimpleQueue[_Item]) -> None:
+        self._sink = sink
+
+    def msg(self, **event: Any) -> None:
+        self._sink.put(event)
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+class _Writer(threading.Thread):
+    """Renders and writes queued events: JSON lines to the file, JSON or readable to the
+    console; rotates the file by size."""
+
+    def __init__(
+        self, settings: LoggingSettings, stream: TextIO, readable: bool, console_level: int
+    ) -> None:
+        super().__init__(name="greenroom-log-writer", daemon=True)
+        self.queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self.settings = settings
+        self.stream = stream
+        self.console_level = console_level
+        self.render = structlog.dev.ConsoleRenderer(colors=stream.isatty()) if readable else None
+        self.file: TextIO | None = None
+        self.size = 0
+        if settings.path:
+            Path(settings.path).parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(settings.path, "a", encoding="utf-8")  # noqa: SIM115
+            self.size = self.file.tell()
+
+    def run(self) -> None:
+        while True:
+            first = self.queue.get()
+            batch = [first]
+            while len(batch) < _BATCH_MAX:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(item is None for item in batch)
+            self._write([item for item in batch if isinstance(item, dict)])
+            for item in batch:
+                if isinstance(item, threading.Event):
+                    item.set()  # flush_logging: everything before the marker is written
+            if stop:
+                self._close()
+                return
+
+    def _write(self, events: list[dict[str, Any]]) -> None:
+        console: list[str] = []
+        lines: list[str] = []
+        for event in events:
+            line = json.dumps(event, default=str, separators=(",", ":"))
+            lines.append(line)
+            if _LEVELS.get(str(event.get("level")), 20) >= self.console_level:
+                console.append(str(self.render(None, "", dict(event))) if self.render else line)
+        try:
+            if console:
+                self.stream.write("\n".join(console) + "\n")
+                self.stream.flush()
+            if self.file is not None:
+                for line in lines:
+                    self._to_file(line + "\n")
+                self.file.flush()
+        except (OSError, ValueError):
+            pass  # a broken console or full disk must not take the process down
+
+    def _to_file(self, text: str) -> None:
+        assert self.file is not None
+        if self.size + len(text) > self.settings.max_bytes and self.size > 0:
+            self._rotate()
+        self.file.write(text)
+        self.size += len(text)
+
+    def _rotate(self) -> None:
+        assert self.file is not None and self.settings.path
+        self.file.close()
+        base = self.settings.path
+        for n in range(self.settings.backup_count - 1, 0, -1):
+            if os.path.exists(f"{base}.{n}"):
+                os.replace(f"{base}.{n}", f"{base}.{n + 1}")
+        if self.settings.backup_count > 0:
+            os.replace(base, f"{base}.1")
+        else:
+            os.truncate(base, 0)
+        self.file = open(base, "a", encoding="utf-8")  # noqa: SIM115
+        self.size = 0
+
+    def _close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
 
 
 def configure_logging(settings: LoggingSettings, *, stream: TextIO | None = None) -> None:
@@ -84,40 +167,18 @@ def configure_logging(settings: LoggingSettings, *, stream: TextIO | None = None
         stream: console output (default ``sys.stderr``).
     """
     stream = sys.stderr if stream is None else stream
+    level = _LEVELS[settings.level]
+    readable = settings.format == "console" or (
+        settings.format == "auto" and getattr(stream, "isatty", lambda: False)()
+    )
+    # With a log file, a console that is not a terminal shows warnings only: the file
+    # already has every line, and repeating them as JSON doubles the cost for nothing.
+    console_level = level if (readable or not settings.path) else max(level, _LEVELS["warning"])
     with _lock:
-        _close_handlers()
-        root = logging.getLogger("greenroom.events")
-        root.handlers.clear()
-        root.propagate = False
-        root.setLevel(_LEVELS[settings.level])
-        console = logging.StreamHandler(stream)
-        use_console = settings.format == "console" or (
-            settings.format == "auto" and getattr(stream, "isatty", lambda: False)()
-        )
-        console.setFormatter(
-            _ConsoleFormatter(colors=stream.isatty()) if use_console else _JSONLineFormatter()
-        )
-        if settings.path and not use_console:
-            # The file already has every line; repeating it as JSON on a non-terminal
-            # stderr doubles the logging cost for nothing. Warnings still show there.
-            console.setLevel(logging.WARNING)
-        _handlers.append(console)
-        if settings.path:
-            Path(settings.path).parent.mkdir(parents=True, exist_ok=True)
-            file = logging.handlers.RotatingFileHandler(
-                settings.path,
-                maxBytes=settings.max_bytes,
-                backupCount=settings.backup_count,
-                encoding="utf-8",
-            )
-            file.setFormatter(_JSONLineFormatter())
-            _handlers.append(file)
-        # Handlers do their I/O on a listener thread: a log call on the event loop (or an
-        # actor) only puts the record on a queue, so logging never blocks the loop.
-        records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-        _listener.append(logging.handlers.QueueListener(records, *_handlers))
-        _listener[0].start()
-        root.addHandler(_PassThroughQueueHandler(records))
+        _stop_writer()
+        writer = _Writer(settings, stream, readable, console_level)
+        writer.start()
+        _writers.append(writer)
         structlog.configure(
             processors=[
                 structlog.contextvars.merge_contextvars,
@@ -126,49 +187,34 @@ def configure_logging(settings: LoggingSettings, *, stream: TextIO | None = None
                 structlog.processors.format_exc_info,
                 _drop_none,
                 redact,
-                _to_stdlib,
             ],
-            wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[settings.level]),
-            logger_factory=lambda *args: root,
+            wrapper_class=structlog.make_filtering_bound_logger(level),
+            logger_factory=lambda *args: _QueueLogger(writer.queue),
             cache_logger_on_first_use=False,
         )
 
 
-def _to_stdlib(logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
-    # Hand the event dict itself to the stdlib handlers, which render it once each.
-    return (dict(event),), {}
-
-
-class _PassThroughQueueHandler(logging.handlers.QueueHandler):
-    """Queues the record untouched: our handlers render its event dict themselves."""
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record
-
-
-def _close_handlers() -> None:
-    for listener in _listener:
-        listener.stop()  # drains what is queued first
-    _listener.clear()
-    for handler in _handlers:
-        handler.close()
-    _handlers.clear()
+def _stop_writer() -> None:
+    for writer in _writers:
+        writer.queue.put(None)  # writes what is queued, then closes the file
+        writer.join(timeout=10)
+    _writers.clear()
 
 
 @atexit.register
 def flush_logging() -> None:
-    """Write out every queued log line (at exit, and before reading the log file)."""
+    """Block until every line logged so far is written (at exit, before reading a log)."""
     with _lock:
-        for listener in _listener:
-            listener.stop()
-            listener.start()
+        for writer in _writers:
+            marker = threading.Event()
+            writer.queue.put(marker)
+            marker.wait(10.0)
 
 
 def reset_logging() -> None:
-    """Back to structlog's defaults; close log files (tests)."""
+    """Back to structlog's defaults; close the log file (tests)."""
     with _lock:
-        _close_handlers()
-        logging.getLogger("greenroom.events").handlers.clear()
+        _stop_writer()
         structlog.reset_defaults()
 
 

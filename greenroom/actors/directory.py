@@ -21,6 +21,7 @@ from greenroom.actors import bridge
 from greenroom.actors import messages as m
 from greenroom.actors.runtime import Runtime
 from greenroom.actors.session import SessionActor
+from greenroom.errors import ShuttingDownError
 
 log = structlog.get_logger("greenroom")
 
@@ -43,6 +44,7 @@ class DirectoryActor(bridge.LoopSafeActor):
         self.drain: tuple[Any, set[str]] | None = None  # PassivateAll's reply and pending ids
         self.log = log.bind(actor="directory")
         self.warned_over_bound = False
+        self.closed = False  # set once shutdown has passivated every session
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, m.Route):
@@ -67,6 +69,13 @@ class DirectoryActor(bridge.LoopSafeActor):
     def _route(self, sid: str, message: Any) -> None:
         entry = self.live.get(sid)
         activated = entry is None
+        if entry is None and self.closed:
+            # Shutdown passivated every session: wake none (a late retry, say). Work that
+            # matters was routed before the drain; whoever waits gets a clear error.
+            reply = getattr(message, "reply", None)
+            if reply is not None:
+                reply.fail(ShuttingDownError("greenroom is shutting down"))
+            return
         if entry is None:
             entry = _Entry(
                 self.runtime.started(SessionActor.start(self.runtime, sid)), time.monotonic()
@@ -141,5 +150,6 @@ class DirectoryActor(bridge.LoopSafeActor):
 
     def _finish_drain(self) -> None:
         if self.drain is not None and not self.drain[1]:
+            self.closed = True
             self.drain[0].send(None)
             self.drain = None
