@@ -12,15 +12,27 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.common import Result, peak_rss_mib, progress, rss_mib, threads
 from greenroom import Orchestrator
 
+T = TypeVar("T")
+
 
 async def instant(history: Any) -> str:
     return "done"
+
+
+def _in_tmp(make: Callable[[str], Coroutine[Any, Any, T]]) -> T:
+    """Run ``make(tmp_dir)`` on a fresh loop in a fresh temporary data dir."""
+    tmp = tempfile.mkdtemp(prefix="greenroom-bench-")
+    try:
+        return asyncio.run(make(tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _config(data_dir: str, store: str, **limits: Any) -> dict[str, Any]:
@@ -85,11 +97,7 @@ def _thread_pool(n: int) -> float:
 
 def task_throughput(quick: bool) -> Result:
     n = 2_000 if quick else 10_000
-    tmp = tempfile.mkdtemp()
-    try:
-        ours = n / asyncio.run(_run_tasks(n, "memory", tmp))
-    finally:
-        shutil.rmtree(tmp)
+    ours = n / _in_tmp(lambda tmp: _run_tasks(n, "memory", tmp))
     bare = n / _thread_per_task(n)
     pool = n / _thread_pool(n)
     ratio = ours / bare
@@ -108,12 +116,8 @@ def task_throughput(quick: bool) -> Result:
 
 def durable_completions(quick: bool) -> Result:
     n = 1_000 if quick else 5_000
-    tmp = tempfile.mkdtemp()
-    try:
-        durable = n / asyncio.run(_run_tasks(n, "sqlite", tmp + "/sqlite"))
-        memory = n / asyncio.run(_run_tasks(n, "memory", tmp + "/memory"))
-    finally:
-        shutil.rmtree(tmp)
+    durable = n / _in_tmp(lambda tmp: _run_tasks(n, "sqlite", tmp))
+    memory = n / _in_tmp(lambda tmp: _run_tasks(n, "memory", tmp))
     ratio = durable / memory
     return Result(
         "durable_completions",
@@ -127,31 +131,37 @@ def durable_completions(quick: bool) -> Result:
     )
 
 
+async def _sample_threads(peak: list[int], stop: asyncio.Event) -> None:
+    """Record the highest thread count seen, every few milliseconds."""
+    while not stop.is_set():
+        peak[0] = max(peak[0], threads())
+        await asyncio.sleep(0.005)
+
+
 async def _fanout(n: int, tmp: str) -> tuple[float, int]:
     async def two_seconds(history: Any) -> str:
         await asyncio.sleep(2.0)
         return "done"
 
+    peak, stop = [0], asyncio.Event()
+    sampler = asyncio.create_task(_sample_threads(peak, stop))
     async with Orchestrator(_config(tmp, "memory", max_running_tasks=n)) as orch:
         orch.register_agent("slow", two_seconds)
         session = await orch.create_session(agent="slow")
         started = time.perf_counter()
         tasks = await asyncio.gather(*(session.start_task(f"t{i}") for i in range(n)))
         progress(f"{n} tasks started in {time.perf_counter() - started:.2f} s")
-        peak_threads = threads()
         done = await asyncio.gather(*(t.wait(timeout=120) for t in tasks))
         elapsed = time.perf_counter() - started
+    stop.set()
+    await sampler
     assert all(d.status.value == "completed" for d in done)
-    return elapsed, peak_threads
+    return elapsed, peak[0]
 
 
 def fanout(quick: bool) -> Result:
     n = 500 if quick else 2_000
-    tmp = tempfile.mkdtemp()
-    try:
-        wall, peak_threads = asyncio.run(_fanout(n, tmp))
-    finally:
-        shutil.rmtree(tmp)
+    wall, peak_threads = _in_tmp(lambda tmp: _fanout(n, tmp))
     peak = peak_rss_mib()
     met = wall <= 2.5 and peak <= 300
     return Result(
@@ -164,13 +174,6 @@ def fanout(quick: bool) -> Result:
         met,
         f"{n} concurrent 2 s tasks; peak RSS {peak:.0f} MiB; {peak_threads} threads",
     )
-
-
-async def _sample_threads(peak: list[int], stop: asyncio.Event) -> None:
-    """Record the highest thread count seen, every few milliseconds."""
-    while not stop.is_set():
-        peak[0] = max(peak[0], threads())
-        await asyncio.sleep(0.005)
 
 
 async def _sessions(n: int, tmp: str) -> tuple[float, int]:
@@ -192,11 +195,7 @@ async def _sessions(n: int, tmp: str) -> tuple[float, int]:
 
 def sessions(quick: bool) -> Result:
     n = 10_000 if quick else 100_000
-    tmp = tempfile.mkdtemp()
-    try:
-        elapsed, peak_threads = asyncio.run(_sessions(n, tmp))
-    finally:
-        shutil.rmtree(tmp)
+    elapsed, peak_threads = _in_tmp(lambda tmp: _sessions(n, tmp))
     peak = peak_rss_mib()
     met = peak <= 1024 and peak_threads <= 300
     return Result(
