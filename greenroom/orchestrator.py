@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -257,9 +258,6 @@ class Orchestrator:
         else:
             self._agents[name] = CallableAgent(name, agent)
 
-    def agent_names(self) -> list[str]:
-        return sorted(self._agents)
-
     async def create_session(
         self,
         agent: str | None = None,
@@ -300,7 +298,7 @@ class Orchestrator:
         """Live sessions, running and queued tasks."""
         runtime = self.runtime
         live = await bridge.ask(runtime.directory, m.DirectoryStats)
-        return {**live, "threads": _thread_count()}
+        return {**live, "threads": threading.active_count()}
 
     def _open_runtime(self) -> Runtime:
         runtime = self.runtime
@@ -342,9 +340,3 @@ def _interrupted(task: TaskRecord, reason: str) -> TaskRecord:
         finished_at=now(),
         error=ErrorInfo("Interrupted", f"interrupted by {reason}"),
     )
-
-
-def _thread_count() -> int:
-    import threading
-
-    return threading.active_count()

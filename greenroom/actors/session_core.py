@@ -17,7 +17,6 @@ import structlog
 
 from greenroom.actors import bridge
 from greenroom.actors.bridge import Reply
-from greenroom.actors.events import EventStream
 from greenroom.actors.messages import (
     Ack,
     Cancel,
@@ -508,4 +507,4 @@ def _check_text(name: str, value: Any, max_chars: int) -> None:
         )
 
 
-__all__ = ["EventStream", "SessionCore"]
+__all__ = ["SessionCore"]
