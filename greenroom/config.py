@@ -139,6 +139,9 @@ def _check(dotted: str, hint: Any, value: Any) -> Any:
         raise ConfigError(f"{dotted}: expected {kind}, got {value!r}")
     if base is str and not isinstance(value, str):
         raise ConfigError(f"{dotted}: expected a string, got {value!r}")
+    if base is str and not value.strip():
+        # An empty server.token would silently turn authentication off.
+        raise ConfigError(f"{dotted}: must not be empty (leave the key out instead)")
     _check_rules(dotted, value)
     return value
 

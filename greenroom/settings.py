@@ -1,8 +1,9 @@
 """The shape of greenroom's configuration: typed, frozen dataclasses.
 
-``greenroom.config`` loads them from ``config/greenroom.toml``, a user file and
-``GREENROOM_*`` environment variables, and validates every key against these types.
-The defaults here are the embedded defaults and match ``config/greenroom.toml``.
+The defaults here are the built-in defaults; ``config/greenroom.toml`` documents the
+same values key by key (a test keeps the two identical). ``greenroom.config`` layers a
+user file, embedded overrides and ``GREENROOM_*`` variables on top of these defaults and
+validates every key against these types.
 """
 
 from __future__ import annotations

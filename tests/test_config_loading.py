@@ -61,6 +61,7 @@ def test_config_env_variable_names_the_file(tmp_path: Path) -> None:
         ({"agents": {"mine": {"kind": "grpc"}}}, r"agents\.mine\.kind: must be one of"),
         ({"agents": {"mine": {"delay": 1}}}, r"agents\.mine: expected a table with a 'kind'"),
         ({"colour": "blue"}, "colour: unknown key"),
+        ({"server": {"token": ""}}, r"server\.token: must not be empty"),
     ],
 )
 def test_mistakes_are_config_errors_naming_the_key(
