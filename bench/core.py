@@ -62,36 +62,38 @@ async def _run_tasks(n: int, store: str, data_dir: str, sessions: int = 100) -> 
     return elapsed
 
 
+class _Tracker:
+    """The in-memory tracker such UIs keep: a dict of results behind a lock."""
+
+    def __init__(self) -> None:
+        self.results: dict[int, str] = {}
+        self.lock = threading.Lock()
+
+    def job(self, i: int) -> None:
+        with self.lock:
+            self.results[i] = "done"
+
+
 def _thread_per_task(n: int) -> float:
     """How web UIs run background jobs today: a bare thread per job, a dict and a lock."""
-    results: dict[int, str] = {}
-    lock = threading.Lock()
-
-    def job(i: int) -> None:
-        with lock:
-            results[i] = "done"
-
+    tracker = _Tracker()
     started = time.perf_counter()
-    workers = [threading.Thread(target=job, args=(i,)) for i in range(n)]
+    workers = [threading.Thread(target=tracker.job, args=(i,)) for i in range(n)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    assert len(results) == n
+    assert len(tracker.results) == n
     return time.perf_counter() - started
 
 
 def _thread_pool(n: int) -> float:
-    results: dict[int, str] = {}
-    lock = threading.Lock()
-
-    def job(i: int) -> None:
-        with lock:
-            results[i] = "done"
-
+    """The same tracker fed by a ThreadPoolExecutor (for information)."""
+    tracker = _Tracker()
     started = time.perf_counter()
     with ThreadPoolExecutor(64) as pool:
-        list(pool.map(job, range(n)))
+        list(pool.map(tracker.job, range(n)))
+    assert len(tracker.results) == n
     return time.perf_counter() - started
 
 
