@@ -5,5 +5,6 @@ shadow the standard library's ``http`` that aiohttp itself imports.
 """
 
 from greenroom.http.app import create_app
+from greenroom.http.server import serve
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "serve"]

@@ -3,44 +3,78 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import structlog
 from aiohttp import web
 
 from greenroom.http import routes_results, routes_sessions, routes_tasks, sse
-from greenroom.http.errors import error_middleware, error_response
-from greenroom.http.keys import ORCHESTRATOR, SETTINGS, SHUTDOWN
-from greenroom.http.middleware import auth_middleware, body_limit_middleware, request_id_middleware
+from greenroom.http.errors import error_middleware, error_response, shutting_down
+from greenroom.http.keys import ORCHESTRATOR, SETTINGS, SHUTDOWN, SSE_STREAMS
+from greenroom.http.middleware import (
+    auth_middleware,
+    body_limit_middleware,
+    intake_middleware,
+    request_id,
+    request_id_middleware,
+)
 from greenroom.http.openapi import openapi_document
 from greenroom.orchestrator import Orchestrator
 
+log = structlog.get_logger("greenroom")
 health = web.RouteTableDef()
 
 
 @health.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
     return web.json_response({"status": "ok"})
 
 
 @health.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    orch = request.app[ORCHESTRATOR]
-    if request.app[SHUTDOWN].is_set() or not orch.running:
+    """Readiness: not shutting down, and the store passes its check (run off the loop)."""
+    if shutting_down(request.app):
         return error_response(503, "shutting_down", "greenroom is shutting down")
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, orch.runtime.store.check)  # StoreError -> 503
+    store = request.app[ORCHESTRATOR].runtime.store
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, store.check)
+    except Exception as exc:  # any failure of the check means "not ready", never a 500
+        log.warning(
+            "store_check_failed",
+            actor="http",
+            request_id=request_id(request),
+            error_type=type(exc).__name__,
+            error=str(exc),
+        )
+        return error_response(503, "store_unavailable", f"store check failed: {exc}")
     return web.json_response({"status": "ready"})
 
 
 @health.get("/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+    """The OpenAPI 3.1 document of this API, with this server's bounds."""
+    return web.json_response(openapi_document(request.app[SETTINGS]))
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    # However the app is run (serve(), web.run_app, a test server), SSE streams end
+    # with `event: shutdown` before the server closes their connections.
+    app[SHUTDOWN].set()
+    registry = app[SSE_STREAMS]
+    if registry:
+        await asyncio.wait(set(registry), timeout=2.0)
 
 
 def create_app(orchestrator: Orchestrator) -> web.Application:
-    """The HTTP API over a started (or soon started) orchestrator.
+    """The HTTP API over an orchestrator.
 
     Args:
-        orchestrator: serves every request; the caller starts and stops it.
+        orchestrator: serves every request; the caller starts it before serving and
+            stops it after the app has shut down.
+
+    Returns:
+        The application, with typed ``web.AppKey`` state (see ``greenroom.http.keys``).
     """
     settings = orchestrator.settings
     app = web.Application(
@@ -48,6 +82,7 @@ def create_app(orchestrator: Orchestrator) -> web.Application:
             request_id_middleware,
             error_middleware,
             auth_middleware,
+            intake_middleware,
             body_limit_middleware,
         ],
         client_max_size=settings.limits.max_body_bytes,
@@ -55,6 +90,9 @@ def create_app(orchestrator: Orchestrator) -> web.Application:
     app[ORCHESTRATOR] = orchestrator
     app[SETTINGS] = settings
     app[SHUTDOWN] = asyncio.Event()
+    streams: set[asyncio.Task[Any]] = set()
+    app[SSE_STREAMS] = streams
+    app.on_shutdown.append(_on_shutdown)
     for table in (
         health,
         routes_sessions.routes,

@@ -13,7 +13,7 @@ import structlog
 from aiohttp import web
 
 from greenroom import errors as e
-from greenroom.http.keys import REQUEST_ID
+from greenroom.http.keys import ORCHESTRATOR, REQUEST_ID, SHUTDOWN
 
 log = structlog.get_logger("greenroom")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -46,6 +46,17 @@ class BadRequestError(ValueError):
         self.code = code
 
 
+class AckBeyondLastSeqError(e.ConflictError):
+    """An acknowledgement past the session's last seq: well-formed, but not yet true."""
+
+    code = "ack_beyond_last_seq"
+
+
+def shutting_down(app: web.Application) -> bool:
+    """Whether shutdown began: the server's flag is set or the orchestrator stopped."""
+    return app[SHUTDOWN].is_set() or not app[ORCHESTRATOR].running
+
+
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
@@ -65,12 +76,25 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         code = _HTTP_CODES.get(exc.status, "http_error")
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return error_response(exc.status, code, exc.reason or code, headers)
+        return error_response(exc.status, code, _http_message(request, exc), headers)
     except Exception as exc:
         return _domain_error(request, exc)
 
 
+def _http_message(request: web.Request, exc: web.HTTPException) -> str:
+    where = f"{request.method} {request.path}"
+    if exc.status == 404:
+        return f"no such route: {where}"
+    if exc.status == 405:
+        return f"method not allowed: {where} (allowed: {exc.headers.get('Allow', 'none')})"
+    if exc.status == 413:
+        return f"request body too large: {exc.text or exc.reason}"
+    return exc.reason or _HTTP_CODES.get(exc.status, "http_error")
+
+
 def _domain_error(request: web.Request, exc: Exception) -> web.Response:
+    if _lost_to_shutdown(request, exc):
+        return error_response(503, e.ShuttingDownError.code, "greenroom is shutting down")
     for cls, status in _STATUS:
         if isinstance(exc, cls):
             code = getattr(exc, "code", None) or _HTTP_CODES.get(status, "error")
@@ -92,4 +116,19 @@ def _domain_error(request: web.Request, exc: Exception) -> web.Response:
         500,
         "internal_error",
         "an unexpected error occurred; see the server log for this request id",
+    )
+
+
+def _lost_to_shutdown(request: web.Request, exc: Exception) -> bool:
+    """An in-flight call that failed because shutdown stopped its session or actor.
+
+    Passivation for shutdown fails parked waiters with ``SessionNotFoundError`` and a
+    stopped directory raises ``RuntimeError``; neither is the client's fault.
+    """
+    if not shutting_down(request.app):
+        return False
+    if isinstance(exc, e.ConflictError | e.CapacityError):
+        return False
+    return isinstance(exc, e.NotFoundError | e.ShuttingDownError) or (
+        isinstance(exc, RuntimeError) and not isinstance(exc, e.GreenroomError)
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiohttp import web
 
@@ -12,4 +13,6 @@ from greenroom.settings import Settings
 ORCHESTRATOR = web.AppKey("orchestrator", Orchestrator)
 SETTINGS = web.AppKey("settings", Settings)
 SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
+# The handler tasks of open SSE streams, so shutdown can wait for their last event.
+SSE_STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("sse_streams")
 REQUEST_ID = web.RequestKey("request_id", str)

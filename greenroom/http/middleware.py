@@ -1,4 +1,4 @@
-"""Request ids, access logs, bearer-token auth, the body-size bound."""
+"""Request ids, access logs, bearer-token auth, closed intake, the body-size bound."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import uuid
 import structlog
 from aiohttp import web
 
-from greenroom.http.errors import Handler, error_response
+from greenroom.errors import ShuttingDownError
+from greenroom.http.errors import Handler, error_response, shutting_down
 from greenroom.http.keys import REQUEST_ID, SETTINGS
 
 log = structlog.get_logger("greenroom")
-_VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_VALID_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 def request_id(request: web.Request) -> str | None:
@@ -27,25 +28,29 @@ def request_id(request: web.Request) -> str | None:
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Accept or make up ``X-Request-ID``, echo it, and log the request's start and end."""
     given = request.headers.get("X-Request-ID", "")
-    rid = given if _VALID_ID.match(given) else f"req_{uuid.uuid4().hex}"
+    rid = given if _VALID_ID.fullmatch(given) else f"req_{uuid.uuid4().hex}"
     request[REQUEST_ID] = rid
     started = time.perf_counter()
     log.info(
         "request_started", actor="http", request_id=rid, method=request.method, path=request.path
     )
-    response = await handler(request)
-    if not response.prepared:
-        response.headers["X-Request-ID"] = rid
-    log.info(
-        "request_finished",
-        actor="http",
-        request_id=rid,
-        status=response.status,
-        method=request.method,
-        path=request.path,
-        duration_ms=round((time.perf_counter() - started) * 1000, 3),
-    )
-    return response
+    status: int | str = "cancelled"  # the client went away before an answer
+    try:
+        response = await handler(request)
+        if not response.prepared:  # a stream (SSE) set the header before it started
+            response.headers["X-Request-ID"] = rid
+        status = response.status
+        return response
+    finally:
+        log.info(
+            "request_finished",
+            actor="http",
+            request_id=rid,
+            status=status,
+            method=request.method,
+            path=request.path,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
 
 
 @web.middleware
@@ -62,6 +67,18 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 "missing or wrong bearer token (Authorization: Bearer ...)",
                 {"WWW-Authenticate": "Bearer"},
             )
+    return await handler(request)
+
+
+@web.middleware
+async def intake_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse /v1 work once shutdown began (the orchestrator may already be gone).
+
+    Raises:
+        ShuttingDownError: the server is stopping (503).
+    """
+    if request.path.startswith("/v1") and shutting_down(request.app):
+        raise ShuttingDownError("greenroom is shutting down; no new work is accepted")
     return await handler(request)
 
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from greenroom.settings import LimitsSettings, Settings
+
 JSON = dict[str, Any]
 
 _NUM = {"type": "number"}
 _NULLABLE_NUM = {"type": ["number", "null"]}
+_NULLABLE_STR = {"type": ["string", "null"]}
 _ERROR_INFO = {
     "type": ["object", "null"],
     "required": ["type", "message"],
@@ -113,13 +116,14 @@ def _errors(*statuses: int) -> JSON:
         413: "body too large",
         429: "over a bound; see Retry-After",
         503: "shutting down or store unavailable",
+        500: "unexpected error (logged with the request id)",
     }
     return {str(s): _json(_ref("Error"), names[s]) for s in statuses}
 
 
-def _body(properties: JSON, required: list[str]) -> JSON:
+def _body(properties: JSON, required: list[str], *, optional: bool = False) -> JSON:
     return {
-        "required": True,
+        "required": not optional,
         "content": {
             "application/json": {
                 "schema": {
@@ -142,7 +146,15 @@ _WAIT = {
     "description": "long-poll up to this many seconds (capped by server.max_wait_s)",
     "schema": {"type": "number", "minimum": 0},
 }
-_COMMON = (401, 404, 503)
+_COMMON = (401, 404, 503, 500)
+_STATUS_OBJECT = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {"status": {"type": "string"}},
+}
+_BEARER: list[JSON] = [{"bearer": []}]
+# Not blank as Python's str.strip() sees it, which also strips \x1c-\x1f and \x85.
+_NOT_BLANK = "[^\\s\\u001c-\\u001f\\u0085]"
 
 
 def _op(
@@ -155,11 +167,32 @@ def _op(
     body: JSON | None = None,
 ) -> JSON:
     op: JSON = {"summary": summary, "responses": {status: ok, **_errors(*errors)}}
+    if 401 in errors:
+        op["security"] = _BEARER
     if params:
         op["parameters"] = params
     if body:
         op["requestBody"] = body
     return op
+
+
+def _query(name: str, schema: JSON, description: str) -> JSON:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+def _header(name: str, schema: JSON, description: str) -> JSON:
+    return {**_query(name, schema, description), "in": "header"}
+
+
+def _text(limits: LimitsSettings) -> JSON:
+    """A prompt or message: not blank, at most ``max_prompt_chars``."""
+    return {"type": "string", "pattern": _NOT_BLANK, "maxLength": limits.max_prompt_chars}
 
 
 def list_of(key: str, item: str) -> JSON:
@@ -171,24 +204,57 @@ def list_of(key: str, item: str) -> JSON:
     }
 
 
-def openapi_document() -> JSON:
-    """The whole OpenAPI 3.1 document."""
-    paths: JSON = {
-        "/healthz": {"get": _op("liveness", _json({"type": "object"}, "alive"), errors=())},
+def openapi_document(settings: Settings | None = None) -> JSON:
+    """The whole OpenAPI 3.1 document.
+
+    Args:
+        settings: the server's settings; bounds such as ``max_prompt_chars`` appear in
+            the schemas (default: the built-in settings).
+    """
+    limits = (settings or Settings()).limits
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "greenroom",
+            "version": "1",
+            "description": "Agent sessions with background tasks whose results are never lost.",
+        },
+        "paths": {**_health_paths(), **_session_paths(limits), **_task_paths(limits)},
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def _health_paths() -> JSON:
+    return {
+        "/healthz": {"get": _op("liveness", _json(_STATUS_OBJECT, "alive"), errors=())},
         "/readyz": {
             "get": _op(
                 "readiness: store reachable, not shutting down",
-                _json({"type": "object"}, "ready"),
+                _json(_STATUS_OBJECT, "ready"),
                 errors=(503,),
             )
         },
+    }
+
+
+def _session_paths(limits: LimitsSettings) -> JSON:
+    session_body = {"agent": _NULLABLE_STR, "metadata": {"type": ["object", "null"]}}
+    accepted = {
+        "type": "object",
+        "required": ["turn_id", "session_id"],
+        "properties": {"turn_id": {"type": "string"}, "session_id": {"type": "string"}},
+    }
+    return {
         "/v1/sessions": {
             "post": _op(
                 "create a session",
                 _json(_ref("Session"), "created"),
                 status="201",
-                errors=(400, 401, 404, 413, 503),
-                body=_body({"agent": {"type": "string"}, "metadata": {"type": "object"}}, []),
+                errors=(400, 401, 404, 413, 503, 500),
+                body=_body(session_body, [], optional=True),
             )
         },
         "/v1/sessions/{sid}": {
@@ -196,71 +262,48 @@ def openapi_document() -> JSON:
         },
         "/v1/sessions/{sid}/messages": {
             "post": _op(
-                "run a foreground turn",
-                _json(
-                    {
-                        "type": "object",
-                        "required": ["turn_id"],
-                        "properties": {
-                            "turn_id": {"type": "string"},
-                            "session_id": {"type": "string"},
-                        },
-                    },
-                    "accepted",
-                ),
+                "run a foreground turn; its events stream on /events",
+                _json(accepted, "accepted"),
                 status="202",
                 params=[_SID],
-                errors=(400, 401, 404, 409, 413, 503),
-                body=_body({"content": {"type": "string"}}, ["content"]),
+                errors=(400, 401, 404, 409, 413, 503, 500),
+                body=_body({"content": _text(limits)}, ["content"]),
             ),
             "get": _op(
                 "the transcript", _json(list_of("messages", "Message"), "transcript"), params=[_SID]
             ),
         },
-        "/v1/sessions/{sid}/events": {
-            "get": _op(
-                "Server-Sent Events; Last-Event-ID resumes",
-                {
-                    "description": "an event stream",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                },
-                params=[
-                    _SID,
-                    {
-                        "name": "Last-Event-ID",
-                        "in": "header",
-                        "required": False,
-                        "schema": {"type": "string", "pattern": "^[0-9]+$"},
-                    },
-                ],
-                errors=(400, 401, 404, 503),
-            )
-        },
+        "/v1/sessions/{sid}/events": {"get": _events_operation()},
+    }
+
+
+def _events_operation() -> JSON:
+    seq = {"type": "string", "pattern": "^[0-9]{1,18}$"}
+    stream = {
+        "description": "an event stream: `id:` seq, `event:` type, `data:` JSON",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+    return _op(
+        "Server-Sent Events; Last-Event-ID resumes",
+        stream,
+        params=[
+            _SID,
+            _header("Last-Event-ID", seq, "replay the stored events after this seq"),
+            _query("after", seq, "like Last-Event-ID, for clients that cannot set headers"),
+        ],
+        errors=(400, 401, 404, 503, 500),
+    )
+
+
+def _task_paths(limits: LimitsSettings) -> JSON:
+    ack = {
+        "type": "object",
+        "required": ["acked_up_to"],
+        "properties": {"acked_up_to": {"type": "integer"}},
+    }
+    return {
         "/v1/sessions/{sid}/tasks": {
-            "post": _op(
-                "start a background task or side question",
-                _json(_ref("Task"), "accepted"),
-                status="202",
-                params=[
-                    _SID,
-                    {
-                        "name": "Idempotency-Key",
-                        "in": "header",
-                        "required": False,
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
-                    },
-                ],
-                errors=(400, 401, 404, 413, 429, 503),
-                body=_body(
-                    {
-                        "prompt": {"type": "string"},
-                        "kind": {"type": "string", "enum": ["background", "side"]},
-                        "agent": {"type": "string"},
-                        "timeout_s": {"type": "number", "exclusiveMinimum": 0},
-                    },
-                    ["prompt"],
-                ),
-            ),
+            "post": _start_task_operation(limits),
             "get": _op(
                 "every task, running ones included",
                 _json(list_of("tasks", "Task"), "tasks"),
@@ -272,7 +315,7 @@ def openapi_document() -> JSON:
                 "one task; ?wait= long-polls until it ends",
                 _json(_ref("Task"), "the task"),
                 params=[_SID, _TID, _WAIT],
-                errors=(400, 401, 404, 503),
+                errors=(400, 401, 404, 503, 500),
             )
         },
         "/v1/sessions/{sid}/tasks/{tid}/cancel": {
@@ -282,66 +325,61 @@ def openapi_document() -> JSON:
                 params=[_SID, _TID],
             )
         },
-        "/v1/sessions/{sid}/results": {
-            "get": _op(
-                "completions after ?after=, oldest first; never deletes",
-                _json(
-                    {
-                        "type": "object",
-                        "required": ["results", "next_after"],
-                        "properties": {
-                            "results": {"type": "array", "items": _ref("Result")},
-                            "next_after": {"type": "integer"},
-                        },
-                    },
-                    "results",
-                ),
-                params=[
-                    _SID,
-                    _WAIT,
-                    {
-                        "name": "after",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "integer", "minimum": 0},
-                    },
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
-                    },
-                ],
-                errors=(400, 401, 404, 503),
-            )
-        },
+        "/v1/sessions/{sid}/results": {"get": _results_operation()},
         "/v1/sessions/{sid}/results/ack": {
             "post": _op(
-                "acknowledge results up to a seq",
-                _json(
-                    {
-                        "type": "object",
-                        "required": ["acked_up_to"],
-                        "properties": {"acked_up_to": {"type": "integer"}},
-                    },
-                    "acknowledged",
-                ),
+                "acknowledge results up to a seq; 409 past the session's last seq",
+                _json(ack, "acknowledged"),
                 params=[_SID],
-                errors=(400, 401, 404, 413, 503),
+                errors=(400, 401, 404, 409, 413, 503, 500),
                 body=_body({"up_to": {"type": "integer", "minimum": 0}}, ["up_to"]),
             )
         },
     }
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "greenroom",
-            "version": "1",
-            "description": "Agent sessions with background tasks whose results are never lost.",
-        },
-        "paths": paths,
-        "components": {
-            "schemas": SCHEMAS,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+
+
+def _start_task_operation(limits: LimitsSettings) -> JSON:
+    key = {"type": "string", "minLength": 1, "maxLength": 200}
+    timeout_s = {
+        "type": ["number", "null"],
+        "exclusiveMinimum": 0,
+        "maximum": limits.task_timeout_s,
+    }
+    return _op(
+        "start a background task or side question",
+        _json(_ref("Task"), "accepted (or the task an earlier Idempotency-Key started)"),
+        status="202",
+        params=[_SID, _header("Idempotency-Key", key, "retries with the same key are safe")],
+        errors=(400, 401, 404, 413, 429, 503, 500),
+        body=_body(
+            {
+                "prompt": _text(limits),
+                "kind": {"enum": ["background", "side", None]},
+                "agent": _NULLABLE_STR,
+                "timeout_s": timeout_s,
+            },
+            ["prompt"],
+        ),
+    )
+
+
+def _results_operation() -> JSON:
+    page = {
+        "type": "object",
+        "required": ["results", "next_after"],
+        "properties": {
+            "results": {"type": "array", "items": _ref("Result")},
+            "next_after": {"type": "integer"},
         },
     }
+    return _op(
+        "completions after ?after=, oldest first; never deletes",
+        _json(page, "results"),
+        params=[
+            _SID,
+            _WAIT,
+            _query("after", {"type": "integer", "minimum": 0}, "results with a greater seq"),
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size"),
+        ],
+        errors=(400, 401, 404, 503, 500),
+    )

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from greenroom.http.errors import AckBeyondLastSeqError, BadRequestError
 from greenroom.http.keys import SETTINGS
 from greenroom.http.middleware import request_id
 from greenroom.http.routes_sessions import session_of
 from greenroom.http.validate import json_body, query_number
 
 routes = web.RouteTableDef()
+_MAX_SEQ = 2**53
 
 
 @routes.get("/v1/sessions/{sid}/results")
 async def get_results(request: web.Request) -> web.Response:
+    """``GET .../results?after=&wait=&limit=`` → ``{"results", "next_after"}``; never deletes."""
     cap = request.app[SETTINGS].server.max_wait_s
-    after = int(query_number(request, "after", 0, integer=True))
+    # Past 2**53 nothing can follow; the cap keeps store queries within SQLite's int64.
+    after = int(query_number(request, "after", 0, integer=True, maximum=_MAX_SEQ))
     wait_s = query_number(request, "wait", 0.0, maximum=cap)
-    limit = int(query_number(request, "limit", 100, integer=True, minimum=1, maximum=1000))
+    limit = int(
+        query_number(request, "limit", 100, integer=True, minimum=1, maximum=1000, cap=False)
+    )
     results = await session_of(request).results(
         after, wait_s, limit=limit, request_id=request_id(request)
     )
@@ -27,6 +33,13 @@ async def get_results(request: web.Request) -> web.Response:
 
 @routes.post("/v1/sessions/{sid}/results/ack")
 async def ack_results(request: web.Request) -> web.Response:
+    """``POST .../results/ack`` ``{"up_to"}`` → ``{"acked_up_to"}``; 409 past the last seq."""
     body = await json_body(request, required={"up_to": int}, optional={})
-    acked = await session_of(request).ack(body["up_to"], request_id=request_id(request))
+    up_to: int = body["up_to"]
+    if up_to < 0:
+        raise BadRequestError(f"up_to: must be >= 0, got {up_to}")
+    try:
+        acked = await session_of(request).ack(up_to, request_id=request_id(request))
+    except ValueError as exc:  # the only other refusal: past the session's last seq
+        raise AckBeyondLastSeqError(str(exc)) from None
     return web.json_response({"acked_up_to": acked})

@@ -19,6 +19,7 @@ def session_of(request: web.Request) -> Session:
 
 @routes.post("/v1/sessions")
 async def create_session(request: web.Request) -> web.Response:
+    """``POST /v1/sessions`` ``{"agent"?, "metadata"?}`` → 201 with the session."""
     body = await json_body(
         request, required={}, optional={"agent": str, "metadata": dict}, allow_empty=True
     )
@@ -31,11 +32,13 @@ async def create_session(request: web.Request) -> web.Response:
 
 @routes.get("/v1/sessions/{sid}")
 async def get_session(request: web.Request) -> web.Response:
+    """``GET /v1/sessions/{sid}``: id, agent, created_at, metadata, task counts."""
     return web.json_response(await session_of(request).info(request_id=request_id(request)))
 
 
 @routes.post("/v1/sessions/{sid}/messages")
 async def post_message(request: web.Request) -> web.Response:
+    """``POST .../messages`` ``{"content"}`` → 202 ``{"turn_id", "session_id"}``; 409 mid-turn."""
     body = await json_body(request, required={"content": str}, optional={})
     session = session_of(request)
     turn_id = await session.start_turn(body["content"], request_id=request_id(request))
@@ -44,5 +47,6 @@ async def post_message(request: web.Request) -> web.Response:
 
 @routes.get("/v1/sessions/{sid}/messages")
 async def get_messages(request: web.Request) -> web.Response:
+    """``GET .../messages`` → ``{"messages": [...]}``, oldest first."""
     messages = await session_of(request).messages(request_id=request_id(request))
     return web.json_response({"messages": messages})

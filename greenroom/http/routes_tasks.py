@@ -15,20 +15,21 @@ routes = web.RouteTableDef()
 
 @routes.post("/v1/sessions/{sid}/tasks")
 async def start_task(request: web.Request) -> web.Response:
+    """``POST .../tasks`` → 202 with the task; ``Idempotency-Key`` returns the same task."""
     body = await json_body(
         request,
         required={"prompt": str},
-        optional={"kind": str, "agent": str, "timeout_s": (int, float)},
+        optional={"kind": str, "agent": str, "timeout_s": float},
     )
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 200:
         raise BadRequestError("Idempotency-Key: must be 1 to 200 characters", "bad_header")
-    timeout_s = body.get("timeout_s")
+    kind = body.get("kind")
     task = await session_of(request).start_task(
         body["prompt"],
-        body.get("kind") or "background",
+        kind if kind is not None else "background",
         body.get("agent"),
-        float(timeout_s) if timeout_s is not None else None,
+        body.get("timeout_s"),
         idempotency_key=key,
         request_id=request_id(request),
     )
@@ -37,12 +38,14 @@ async def start_task(request: web.Request) -> web.Response:
 
 @routes.get("/v1/sessions/{sid}/tasks")
 async def list_tasks(request: web.Request) -> web.Response:
+    """``GET .../tasks`` → ``{"tasks": [...]}``, running and queued ones included."""
     tasks = await session_of(request).tasks(request_id=request_id(request))
     return web.json_response({"tasks": tasks})
 
 
 @routes.get("/v1/sessions/{sid}/tasks/{tid}")
 async def get_task(request: web.Request) -> web.Response:
+    """``GET .../tasks/{tid}?wait=S``: the task, once it ends or S seconds (capped) pass."""
     cap = request.app[SETTINGS].server.max_wait_s
     wait_s = query_number(request, "wait", 0.0, maximum=cap)
     task = await session_of(request).get_task(
@@ -53,6 +56,7 @@ async def get_task(request: web.Request) -> web.Response:
 
 @routes.post("/v1/sessions/{sid}/tasks/{tid}/cancel")
 async def cancel_task(request: web.Request) -> web.Response:
+    """``POST .../tasks/{tid}/cancel`` → 200 with the ended task; idempotent."""
     task = await session_of(request).cancel_task(
         request.match_info["tid"], request_id=request_id(request)
     )

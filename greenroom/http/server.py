@@ -2,13 +2,15 @@
 
 Shutdown: stop accepting connections, end SSE streams with ``event: shutdown``, let
 running turns finish within ``shutdown_grace_s``, record the rest as ``interrupted``,
-stop every actor (pykka threads are not daemons: one left running would hang exit).
+stop every actor (pykka threads are not daemons: one left running would hang exit),
+then close the remaining connections.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import signal
 
 import structlog
@@ -16,11 +18,13 @@ from aiohttp import web
 
 from greenroom.errors import ConfigError
 from greenroom.http.app import create_app
-from greenroom.http.keys import SHUTDOWN
+from greenroom.http.keys import SHUTDOWN, SSE_STREAMS
 from greenroom.orchestrator import Orchestrator
 from greenroom.settings import Settings
 
 log = structlog.get_logger("greenroom")
+_SSE_CLOSE_S = 2.0  # how long open SSE streams get to send `event: shutdown`
+_CLEANUP_S = 2.0  # how long in-flight requests get once the orchestrator stopped
 
 
 def check_bind(host: str, token: str | None) -> None:
@@ -47,7 +51,7 @@ async def serve(
     *,
     host: str | None = None,
     port: int | None = None,
-    ready: asyncio.Event | None = None,
+    ready: asyncio.Future[int] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop`` is set), then shut down in order.
@@ -55,8 +59,8 @@ async def serve(
     Args:
         settings: the configuration.
         host: overrides ``server.host``.
-        port: overrides ``server.port``.
-        ready: set once the server accepts connections.
+        port: overrides ``server.port`` (0 picks a free port).
+        ready: resolved with the bound port once the server accepts connections.
         stop: setting it stops the server (tests, embedding).
 
     Raises:
@@ -68,39 +72,56 @@ async def serve(
     check_bind(host, settings.server.token)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     orch = Orchestrator(settings)
     await orch.start()
     app = create_app(orch)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
-    try:
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=_CLEANUP_S)
+    signals = _install_signal_handlers(loop, stop)
+    try:  # from here on, every exit path stops the orchestrator's (non-daemon) threads
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()
-        log.info("server_started", actor="http", host=host, port=_port(runner), pid=_pid())
-        print(f"greenroom serving on http://{host}:{_port(runner)}", flush=True)
-        if ready is not None:
-            ready.set()
+        bound = _port(runner)
+        log.info("server_started", actor="http", host=host, port=bound, pid=os.getpid())
+        print(f"greenroom serving on http://{host}:{bound}", flush=True)
+        if ready is not None and not ready.done():
+            ready.set_result(bound)
         await stop.wait()
-        log.info("server_stopping", actor="http")
-        app[SHUTDOWN].set()  # SSE streams end with `event: shutdown`
-        await site.stop()  # stop accepting
-        await orch.stop()  # grace for turns, interrupted for the rest, actors stopped
+        await _shut_down(app, site, orch)
     finally:
+        await orch.stop()  # no-op after a clean _shut_down; stops the actors otherwise
         await runner.cleanup()
-        await orch.stop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in signals:
             loop.remove_signal_handler(signum)
     log.info("server_stopped", actor="http")
+
+
+async def _shut_down(app: web.Application, site: web.TCPSite, orch: Orchestrator) -> None:
+    """Stop intake, end SSE streams, stop the orchestrator; each step is bounded."""
+    log.info("server_stopping", actor="http")
+    app[SHUTDOWN].set()  # /v1 answers 503, readyz 503, SSE streams write `event: shutdown`
+    await site.stop()  # stop accepting connections
+    registry = app[SSE_STREAMS]
+    if registry:
+        _, pending = await asyncio.wait(set(registry), timeout=_SSE_CLOSE_S)
+        for task in pending:  # a client that stopped reading: do not wait for it
+            task.cancel()
+    await orch.stop()  # grace for turns, interrupted for the rest, actors stopped
+
+
+def _install_signal_handlers(
+    loop: asyncio.AbstractEventLoop, stop: asyncio.Event
+) -> list[signal.Signals]:
+    installed: list[signal.Signals] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or no Unix
+            continue
+        installed.append(signum)
+    return installed
 
 
 def _port(runner: web.AppRunner) -> int:
     addresses = runner.addresses
     return int(addresses[0][1]) if addresses else 0
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()

@@ -11,22 +11,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Coroutine
-from typing import Any
+import re
+from typing import Any, Final
 
+import structlog
 from aiohttp import web
 
 from greenroom.actors.events import CLOSED, RESET
+from greenroom.api import Subscription
 from greenroom.http.errors import BadRequestError
-from greenroom.http.keys import SETTINGS, SHUTDOWN
+from greenroom.http.keys import SETTINGS, SHUTDOWN, SSE_STREAMS
 from greenroom.http.middleware import request_id
 from greenroom.http.routes_sessions import session_of
 from greenroom.models import Event
 
+log = structlog.get_logger("greenroom")
 routes = web.RouteTableDef()
 
+_SEQ = re.compile(r"[0-9]{1,18}")
+_PING: Final = b": ping\n\n"
+_RESET: Final = b'event: reset\ndata: {"reason":"subscriber too slow"}\n\n'
+_SHUTDOWN: Final = b'event: shutdown\ndata: {"reason":"server shutting down"}\n\n'
+_SHUTDOWN_MARK: Final = Event("shutdown", {})
 
-def _frame(event: Event) -> bytes:
+
+def frame(event: Event) -> bytes:
+    """One SSE frame: ``id:`` (stored events only), ``event:`` type, ``data:`` JSON."""
     lines = []
     if event.seq is not None:
         lines.append(f"id: {event.seq}")
@@ -37,70 +47,99 @@ def _frame(event: Event) -> bytes:
 
 
 def _resume_point(request: web.Request) -> int | None:
-    raw = request.headers.get("Last-Event-ID") or request.query.get("after")
+    header = request.headers.get("Last-Event-ID")
+    name, raw = ("Last-Event-ID", header) if header else ("after", request.query.get("after"))
     if raw is None or raw == "":
         return None
-    if not raw.isdigit():
-        raise BadRequestError(
-            f"Last-Event-ID: expected a sequence number, got {raw!r}", "bad_header"
-        )
+    if not _SEQ.fullmatch(raw):
+        raise BadRequestError(f"{name}: expected a sequence number, got {raw!r}", "bad_query")
     return int(raw)
 
 
 @routes.get("/v1/sessions/{sid}/events")
 async def events(request: web.Request) -> web.StreamResponse:
+    """Stream the session's events until the client leaves, a reset, or shutdown.
+
+    Raises:
+        BadRequestError: ``Last-Event-ID`` / ``after`` is not a sequence number.
+        SessionNotFoundError: no such session.
+    """
     settings = request.app[SETTINGS].server
     after = _resume_point(request)
-    session = session_of(request)
-    feed = await session.subscribe(
+    feed = await session_of(request).subscribe(
         after, maxsize=settings.sse_queue_size, request_id=request_id(request)
     )
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Request-ID": request_id(request) or "",
-        }
-    )
-    await response.prepare(request)
+    me: asyncio.Task[Any] | None = asyncio.current_task()
+    streams = request.app[SSE_STREAMS]
+    if me is not None:
+        streams.add(me)
+    try:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
+                "X-Request-ID": request_id(request) or "",
+            }
+        )
+        await response.prepare(request)
+        await _pump(request, response, feed, settings.heartbeat_s)
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response
+    finally:
+        feed.close()
+        if me is not None:
+            streams.discard(me)
+
+
+async def _pump(
+    request: web.Request, response: web.StreamResponse, feed: Subscription, heartbeat_s: float
+) -> None:
+    """Copy events to the client; returns when the stream should end."""
     shutdown = request.app[SHUTDOWN]
     try:
         await response.write(b": connected\n\n")
         while True:
-            event = await _next(feed.get(), shutdown, settings.heartbeat_s)
+            event = await _next(feed, shutdown, heartbeat_s)
             if event is None:
-                await response.write(b": ping\n\n")
-                continue
-            if event is RESET:
-                await response.write(b'event: reset\ndata: {"reason":"too slow"}\n\n')
-                break
-            if event is CLOSED or event.type == "shutdown":
-                await response.write(b"event: shutdown\ndata: {}\n\n")
-                break
-            await response.write(_frame(event))
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass  # the client went away; unsubscribe below
+                await response.write(_PING)
+            elif event is RESET:
+                await response.write(_RESET)
+                return
+            elif event is CLOSED or event is _SHUTDOWN_MARK:
+                await response.write(_SHUTDOWN)
+                return
+            else:
+                await response.write(frame(event))
+    except ConnectionResetError:
+        return  # the client went away; the caller unsubscribes
+    except Exception as exc:  # headers are sent: log it and end the stream, no 500
+        log.error(
+            "request_failed",
+            actor="http",
+            request_id=request_id(request),
+            error_type=type(exc).__name__,
+            error=str(exc),
+            exc_info=exc,
+        )
+
+
+async def _next(feed: Subscription, shutdown: asyncio.Event, heartbeat_s: float) -> Event | None:
+    """The next event; None after ``heartbeat_s`` of silence; a shutdown mark on shutdown."""
+    if shutdown.is_set():
+        return _SHUTDOWN_MARK
+    getter: asyncio.Task[Event] = asyncio.ensure_future(feed.get())
+    stopper: asyncio.Task[bool] = asyncio.ensure_future(shutdown.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {getter, stopper}, timeout=heartbeat_s, return_when=asyncio.FIRST_COMPLETED
+        )
     finally:
-        feed.close()
-    with contextlib.suppress(ConnectionResetError):
-        await response.write_eof()
-    return response
-
-
-_SHUTDOWN_EVENT = Event("shutdown", {})
-
-
-async def _next(
-    get: Coroutine[Any, Any, Event], shutdown: asyncio.Event, heartbeat_s: float
-) -> Event | None:
-    """The next event; None after ``heartbeat_s`` of silence; a shutdown marker on shutdown."""
-    getter: asyncio.Future[Event] = asyncio.ensure_future(get)
-    stopper: asyncio.Future[Any] = asyncio.ensure_future(shutdown.wait())
-    done, _ = await asyncio.wait(
-        {getter, stopper}, timeout=heartbeat_s, return_when=asyncio.FIRST_COMPLETED
-    )
-    stopper.cancel()
+        stopper.cancel()
+        if not getter.done():
+            # Cancelling Queue.get never loses an item: it stays queued for the next get.
+            getter.cancel()
     if getter in done:
         return getter.result()
-    getter.cancel()
-    return _SHUTDOWN_EVENT if stopper in done else None
+    return _SHUTDOWN_MARK if stopper in done else None

@@ -19,13 +19,13 @@ async def json_body(
     optional: dict[str, type | tuple[type, ...]],
     allow_empty: bool = False,
 ) -> dict[str, Any]:
-    """The request's JSON object, checked field by field.
+    """The request's JSON object, checked field by field (``null`` = absent if optional).
 
     Raises:
         BadRequestError: not JSON, not an object, unknown or missing fields, wrong types.
         web.HTTPRequestEntityTooLarge: over ``max_body_bytes`` (413).
     """
-    raw = await request.read()
+    raw = await request.read()  # aiohttp stops reading past client_max_size (413)
     limit = request.app[SETTINGS].limits.max_body_bytes
     if len(raw) > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(raw))
@@ -34,11 +34,11 @@ async def json_body(
             return {}
         raise BadRequestError("request body: expected a JSON object")
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise BadRequestError(f"request body: malformed JSON ({exc})", "malformed_json") from None
     if not isinstance(data, dict):
-        raise BadRequestError(f"request body: expected a JSON object, got {type(data).__name__}")
+        raise BadRequestError(f"request body: expected a JSON object, got {_json_type(data)}")
     unknown = sorted(set(data) - set(required) - set(optional))
     if unknown:
         raise BadRequestError(f"unknown field(s): {', '.join(unknown)}", "unknown_field")
@@ -52,8 +52,14 @@ async def json_body(
 
 
 def _checked(name: str, kind: type | tuple[type, ...], value: Any) -> Any:
+    """``value`` if it has type ``kind`` (a float field takes integers, as JSON does)."""
     if isinstance(value, float) and kind is int and value.is_integer():
         return int(value)  # JSON Schema: 3.0 is an integer
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        try:
+            value = float(value)
+        except OverflowError:
+            raise BadRequestError(f"{name}: {value} is out of range", "wrong_type") from None
     if isinstance(value, bool) and bool not in _as_tuple(kind):
         raise BadRequestError(f"{name}: expected {_names(kind)}, got boolean", "wrong_type")
     if not isinstance(value, kind):
@@ -73,11 +79,22 @@ def query_number(
     integer: bool = False,
     minimum: float = 0,
     maximum: float | None = None,
+    cap: bool = True,
 ) -> float:
-    """A numeric query parameter within bounds (capped at ``maximum`` when given).
+    """A numeric query parameter within bounds.
+
+    Args:
+        request: the request.
+        name: the parameter.
+        default: the value when the parameter is absent or empty.
+        integer: accept integers only.
+        minimum: the smallest value accepted.
+        maximum: the largest value: larger ones are lowered to it (``cap``) or refused.
+        cap: lower values above ``maximum`` instead of refusing them.
 
     Raises:
-        BadRequestError: not a number, or below ``minimum``.
+        BadRequestError: not a number, below ``minimum``, or above ``maximum``
+            without ``cap``.
     """
     raw = request.query.get(name)
     if raw is None or raw == "":
@@ -89,7 +106,15 @@ def query_number(
         raise BadRequestError(f"{name}: expected {kind}, got {raw!r}", "bad_query") from None
     if not math.isfinite(value) or value < minimum:
         raise BadRequestError(f"{name}: must be >= {minimum}, got {raw!r}", "bad_query")
-    return min(value, maximum) if maximum is not None else value
+    if maximum is not None and value > maximum:
+        if not cap:
+            raise BadRequestError(f"{name}: must be <= {maximum}, got {raw!r}", "bad_query")
+        return maximum
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
@@ -114,4 +139,6 @@ def _json_type(value: Any) -> str:
         float: "a number",
         dict: "an object",
         list: "an array",
+        bool: "a boolean",
+        type(None): "null",
     }.get(type(value), type(value).__name__)
