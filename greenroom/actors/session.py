@@ -16,7 +16,7 @@ from greenroom.actors import bridge
 from greenroom.actors import messages as m
 from greenroom.actors.runtime import Runtime
 from greenroom.actors.session_core import SessionCore
-from greenroom.errors import SessionNotFoundError, StoreError
+from greenroom.errors import SessionNotFoundError, ShuttingDownError, StoreError
 from greenroom.models import SessionSnapshot
 
 log = structlog.get_logger("greenroom")
@@ -130,7 +130,7 @@ class SessionActor(bridge.LoopSafeActor):
         if core is not None:
             core.close_subscribers()
             for waiter in core.waiters.values():
-                waiter.reply.fail(SessionNotFoundError("the session is shutting down"))
+                waiter.reply.fail(ShuttingDownError("the session is shutting down"))
             core.waiters.clear()
             self.log.info("session_passivated", forced=force)
         bridge.tell(self.runtime.directory, m.Passivated(self.session_id))
