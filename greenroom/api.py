@@ -1,6 +1,6 @@
 """Handles of the embedded API: :class:`Session` and :class:`Task`.
 
-Each call asks the session actor through the directory with the non-blocking bridge;
+Each call sends the session actor a message carrying a reply future (the direct route);
 long waits park a waiter in the actor and time out on the loop side, telling the actor
 to drop the waiter so parked waiters never pile up.
 """
@@ -42,8 +42,11 @@ class Session:
         return f"Session({self.id!r})"
 
     async def _ask(self, build: Callable[[bridge.Reply], Any]) -> Any:
+        # The direct route: the message goes straight into the live session's mailbox.
         runtime = self._orch.runtime
-        return await bridge.ask(runtime.directory, lambda r: m.Route(self.id, build(r)))
+        reply = bridge.new_reply()
+        runtime.route(self.id, build(reply))
+        return await reply.future
 
     async def _ask_waiting(
         self, build: Callable[[bridge.Reply, str], Any], wait_s: float | None
@@ -51,7 +54,7 @@ class Session:
         """Ask with a parked waiter; (True, answer) or (False, None) when time ran out."""
         runtime = self._orch.runtime
         reply, waiter_id = bridge.new_reply(), new_id("w")
-        bridge.tell(runtime.directory, m.Route(self.id, build(reply, waiter_id)))
+        runtime.route(self.id, build(reply, waiter_id))
         try:
             return True, await asyncio.wait_for(asyncio.shield(reply.future), wait_s)
         except TimeoutError:
@@ -59,7 +62,8 @@ class Session:
         finally:
             if not reply.future.done():
                 reply.future.cancel()
-                bridge.tell(runtime.directory, m.Route(self.id, m.DropWaiter(waiter_id)))
+                if self._orch._runtime is runtime:
+                    runtime.route(self.id, m.DropWaiter(waiter_id))
 
     async def info(self, *, request_id: str | None = None) -> JSONDict:
         """The session: id, agent, created_at, metadata, task counts.
@@ -236,9 +240,7 @@ class Subscription:
         """Unsubscribe (idempotent)."""
         runtime = self.session._orch._runtime
         if runtime is not None:
-            bridge.tell(
-                runtime.directory, m.Route(self.session.id, m.Unsubscribe(self.subscriber.id))
-            )
+            runtime.route(self.session.id, m.Unsubscribe(self.subscriber.id))
 
     async def __aenter__(self) -> Subscription:
         return self

@@ -13,6 +13,7 @@ The tree::
     ├── CapacityError(GreenroomError, RuntimeError)      a bound was reached (429)
     │   └── QueueFullError                               max_queued_tasks reached
     ├── ShuttingDownError(GreenroomError, RuntimeError)  intake is closed (503)
+    ├── NotRunningError(GreenroomError, RuntimeError)    not started, or already stopped
     ├── StoreError(GreenroomError, OSError)              store unreadable/unwritable (503)
     ├── AgentError(GreenroomError, RuntimeError)         an agent call failed
     │   ├── UpstreamError                                the upstream answered badly
@@ -101,6 +102,20 @@ class ShuttingDownError(GreenroomError, RuntimeError):
     """The orchestrator is stopping and takes no new work."""
 
     code = "shutting_down"
+
+
+class NotRunningError(GreenroomError, RuntimeError):
+    """The orchestrator is not running: never started, or already stopped.
+
+    Attributes:
+        state: the orchestrator's lifecycle state when the call was made.
+    """
+
+    code = "not_running"
+
+    def __init__(self, message: str, state: str = "") -> None:
+        super().__init__(message)
+        self.state = state
 
 
 class StoreError(GreenroomError, OSError):

@@ -226,3 +226,21 @@ class SessionSnapshot:
     last_seq: int
     acked_up_to: int
     recent_events: list[Event]  # the newest events, oldest first, for SSE replay
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One atomic write of a session's state, as a store applies it.
+
+    ``session`` inserts the session record (first write only). ``messages`` are
+    appended to the transcript. ``tasks`` are inserted or replaced whole by id.
+    ``events`` (each with a ``seq``) are appended to the session's event log.
+    ``acked_up_to`` raises the session's acknowledgement mark (never lowers it).
+    """
+
+    session_id: str
+    session: SessionRecord | None = None
+    messages: tuple[ChatMessage, ...] = ()
+    tasks: tuple[TaskRecord, ...] = ()
+    events: tuple[Event, ...] = ()
+    acked_up_to: int | None = None

@@ -20,13 +20,10 @@ import structlog
 
 from greenroom.actors import bridge
 from greenroom.actors import messages as m
-from greenroom.actors.directory import DirectoryActor
-from greenroom.actors.runtime import Runtime
-from greenroom.actors.scheduler import Scheduler, TaskSpec
-from greenroom.actors.task import TaskActor
+from greenroom.actors.runtime import Runtime, State
 from greenroom.agents import CallableAgent, build_agent
 from greenroom.api import Session
-from greenroom.errors import AgentNotFoundError, ConfigError, ShuttingDownError
+from greenroom.errors import AgentNotFoundError, ConfigError, NotRunningError, ShuttingDownError
 from greenroom.models import ErrorInfo, SessionRecord, TaskRecord, TaskStatus, new_id, now
 from greenroom.settings import Settings
 from greenroom.store.lock import DataDirLock
@@ -57,6 +54,10 @@ def resolve_settings(config: ConfigLike) -> Settings:
 class Orchestrator:
     """Runs sessions and their background tasks in this process.
 
+    Its lifecycle is one :class:`~greenroom.actors.runtime.State`: ``new`` → ``starting``
+    → ``running`` → ``closing`` → ``closed``. ``closed`` is final: make a new
+    Orchestrator to run again.
+
     Args:
         config: a :class:`Settings`, a nested dict shaped like the TOML file, a path to
             a TOML file, or None for the defaults (plus ``GREENROOM_*`` variables).
@@ -71,6 +72,7 @@ class Orchestrator:
         self._store = store
         self._agents: dict[str, Agent] = {}
         self._runtime: Runtime | None = None
+        self._state = State.NEW
         self._lock: DataDirLock | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}  # one live handle per periodic job
         for name, agent_settings in self.settings.agents.items():
@@ -86,58 +88,73 @@ class Orchestrator:
         await self.stop()
 
     @property
+    def state(self) -> State:
+        """Where the orchestrator is in its lifecycle."""
+        return self._state
+
+    @property
     def runtime(self) -> Runtime:
-        """The running runtime.
+        """The runtime, while starting, running or closing.
 
         Raises:
-            RuntimeError: the orchestrator is not started.
+            NotRunningError: the orchestrator is not started, or already stopped.
         """
-        if self._runtime is None:
-            raise RuntimeError("the orchestrator is not started; use `async with` or start()")
-        return self._runtime
+        runtime = self._runtime
+        if runtime is None:
+            raise NotRunningError(_not_running(self._state), self._state.value)
+        return runtime
 
     @property
     def running(self) -> bool:
-        return self._runtime is not None and not self._runtime.closing
+        """Whether new work is accepted."""
+        return self._state is State.RUNNING
 
     async def start(self) -> None:
         """Open the store, start the actors, recover unfinished tasks.
 
         Raises:
-            RuntimeError: already started.
+            RuntimeError: already started (or stopped: a stopped orchestrator is final).
             ConfigError: ``default_agent`` names no agent.
             StoreError: the store cannot be opened, or another process holds the data dir.
         """
-        if self._runtime is not None:
-            raise RuntimeError("the orchestrator is already started")
+        if self._state is not State.NEW:
+            raise RuntimeError(f"the orchestrator cannot start: it is {self._state.value}")
+        loop = asyncio.get_running_loop()
         if not structlog.is_configured():
             # Unconfigured structlog prints to stdout; follow our [logging] section instead.
+            # Off the loop: it may join the previous log writer thread.
             from greenroom.logs import configure_logging
 
-            configure_logging(self.settings.logging)
+            await loop.run_in_executor(None, configure_logging, self.settings.logging)
         if self.settings.default_agent not in self._agents:
             raise ConfigError(
                 f"default_agent: {self.settings.default_agent!r} is not a "
                 f"configured agent (known: {', '.join(sorted(self._agents))})"
             )
-        loop = asyncio.get_running_loop()
-        store = await loop.run_in_executor(None, self._open_store)
-        runtime = Runtime(self.settings, store, loop, self._agents)
-        limits = self.settings.limits
-        runtime.scheduler = Scheduler(
-            limits.max_running_tasks,
-            limits.max_queued_tasks,
-            lambda spec: _start_task_actor(runtime, spec),
-        )
-        runtime.directory = DirectoryActor.start(runtime)
-        self._runtime = runtime
-        recovered = await loop.run_in_executor(None, self._recover, runtime)
-        self._schedule_sweep()
+        self._state = State.STARTING
+        try:
+            store = await loop.run_in_executor(None, self._open_store)
+        except BaseException:
+            self._state = State.NEW
+            raise
+        runtime = self._runtime = Runtime(self.settings, store, loop, self._agents)
+        unfinished = await loop.run_in_executor(None, store.unfinished_tasks)
+        for task in unfinished:
+            log.warning(
+                "task_interrupted",
+                actor="orchestrator",
+                task_id=task.id,
+                session_id=task.session_id,
+                was=task.status.value,
+            )
+            runtime.route(task.session_id, m.TaskCompleted(_interrupted(task, "restart")))
+        self._state = runtime.state = State.RUNNING
+        self._schedule_sweep(runtime)
         log.info(
             "orchestrator_started",
             actor="orchestrator",
             store=type(store).__name__,
-            recovered=recovered,
+            recovered=len(unfinished),
             agents=sorted(self._agents),
         )
 
@@ -157,30 +174,17 @@ class Orchestrator:
                 self._lock.release()
             raise
 
-    @staticmethod
-    def _recover(runtime: Runtime) -> int:
-        """Record every task a previous process left queued or running as interrupted."""
-        unfinished = runtime.store.unfinished_tasks()
-        for task in unfinished:
-            log.warning(
-                "task_interrupted",
-                actor="orchestrator",
-                task_id=task.id,
-                session_id=task.session_id,
-                was=task.status.value,
-            )
-            runtime.route(task.session_id, m.TaskCompleted(_interrupted(task, "restart")))
-        return len(unfinished)
-
-    def _schedule_sweep(self) -> None:
-        runtime = self.runtime
+    def _schedule_sweep(self, runtime: Runtime) -> None:
         period_s = max(0.05, min(runtime.settings.limits.session_idle_s / 2, 5.0))
 
+        trim = getattr(runtime.store, "trim_idle", None)  # idle read connections
+
         def tick() -> None:
-            if runtime.closing:
-                return
-            bridge.tell(runtime.directory, m.Sweep())
-            self._timers["sweep"] = runtime.loop.call_later(period_s, tick)
+            if runtime.taking_work:
+                runtime.directory.actor_ref.tell(m.Sweep())
+                if trim is not None:
+                    runtime.read(trim, _ignore)
+                self._timers["sweep"] = runtime.loop.call_later(period_s, tick)
 
         self._timers["sweep"] = runtime.loop.call_later(period_s, tick)
         self._schedule_prune(runtime)
@@ -190,29 +194,32 @@ class Orchestrator:
         retention_s = runtime.settings.limits.retention_s
         period_s = max(1.0, min(retention_s / 10, 3600.0))
 
-        def prune() -> None:
-            try:
-                removed = runtime.store.prune(finished_before=now() - retention_s)
-            except Exception as exc:  # a store fault: try again next period
-                log.warning("prune_failed", actor="orchestrator", error=str(exc))
-                return
-            if removed:
-                log.info("pruned", actor="orchestrator", rows=removed)
+        def pruned(outcome: Any) -> None:
+            if isinstance(outcome, BaseException):  # a store fault: try again next period
+                log.warning("prune_failed", actor="orchestrator", error=str(outcome))
+            elif outcome:
+                log.info("pruned", actor="orchestrator", rows=outcome)
 
         def tick() -> None:
-            if runtime.closing:
-                return
-            runtime.loop.run_in_executor(None, prune)
-            self._timers["prune"] = runtime.loop.call_later(period_s, tick)
+            if runtime.taking_work:
+                runtime.read(
+                    lambda: runtime.store.prune(finished_before=now() - retention_s), pruned
+                )
+                self._timers["prune"] = runtime.loop.call_later(period_s, tick)
 
         self._timers["prune"] = runtime.loop.call_later(period_s, tick)
 
     async def stop(self) -> None:
-        """Shut down in order; safe to call twice. Bounded by the configured grace."""
+        """Shut down in order; safe to call twice. Bounded by the configured grace.
+
+        Intake closes, running turns get ``shutdown_grace_s`` to finish, every queued
+        or running task ends ``interrupted`` with its completion recorded, sessions are
+        passivated, every actor stops, the store closes.
+        """
         runtime = self._runtime
-        if runtime is None or runtime.closing:
+        if runtime is None or self._state is not State.RUNNING:
             return
-        runtime.closing = True
+        self._state = runtime.state = State.CLOSING
         for timer in self._timers.values():
             timer.cancel()
         grace_s = self.settings.server.shutdown_grace_s
@@ -223,19 +230,27 @@ class Orchestrator:
                 turn.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=grace_s)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, _interrupt_tasks, runtime, grace_s)
-        await bridge.ask(runtime.directory, m.PassivateAll)
-        await loop.run_in_executor(None, runtime.directory.stop)
-        stuck = await loop.run_in_executor(None, runtime.wait_stopped, grace_s + 5.0)
+        await _interrupt_tasks(runtime, grace_s)
+        reply = bridge.new_reply()
+        runtime.directory.actor_ref.tell(m.PassivateAll(reply))
+        try:
+            await asyncio.wait_for(reply.future, grace_s + 5.0)
+        except TimeoutError:
+            log.error("shutdown_sessions_stuck", actor="orchestrator", **runtime.directory.stats())
+        runtime.directory.stop()
+        stuck = await runtime.wait_stopped(grace_s + 5.0)
         if stuck:
-            log.error("shutdown_actors_stuck", actor="orchestrator", count=stuck)
+            log.error(
+                "shutdown_actors_stuck", actor="orchestrator", count=stuck, **runtime.live_actors()
+            )
         for agent in self._agents.values():
             await agent.aclose()
+        loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, runtime.store.close)
         if self._lock is not None:
             self._lock.release()
         self._runtime = None
+        self._state = runtime.state = State.CLOSED
         log.info("orchestrator_stopped", actor="orchestrator")
 
     # --- agents and sessions ----------------------------------------------------------
@@ -271,6 +286,7 @@ class Orchestrator:
             AgentNotFoundError: no such agent.
             TypeError: ``metadata`` is not a mapping.
             ShuttingDownError: the orchestrator is stopping.
+            NotRunningError: the orchestrator is not started, or stopped.
             StoreError: the session could not be stored.
         """
         runtime = self._open_runtime()
@@ -282,54 +298,60 @@ class Orchestrator:
         if metadata is not None and not isinstance(metadata, Mapping):
             raise TypeError(f"metadata: expected an object, got {type(metadata).__name__}")
         record = SessionRecord(new_id("ses"), name, now(), dict(metadata or {}))
-        await bridge.ask(runtime.directory, lambda r: m.CreateSession(record, r, request_id))
+        reply = bridge.new_reply()
+        runtime.directory.create(record, reply, request_id)
+        await reply.future
         return Session(self, record.id)
 
     def session(self, session_id: str) -> Session:
         """A handle on an existing session (calls raise SessionNotFoundError if it is not).
 
         Raises:
-            RuntimeError: the orchestrator is not started.
+            NotRunningError: the orchestrator is not started, or stopped.
         """
-        self.runtime  # noqa: B018  (raises when not started)
+        self.runtime  # noqa: B018  (raises when not running)
         return Session(self, session_id)
 
     async def stats(self) -> dict[str, Any]:
-        """Live sessions, running and queued tasks."""
+        """Live sessions, live actors by kind, running and queued tasks, threads.
+
+        Raises:
+            NotRunningError: the orchestrator is not started, or stopped.
+        """
         runtime = self.runtime
-        live = await bridge.ask(runtime.directory, m.DirectoryStats)
-        return {**live, "threads": threading.active_count()}
+        return {
+            **runtime.directory.stats(),
+            "actors": runtime.live_actors(),
+            "tasks": runtime.scheduler.counts(),
+            "threads": threading.active_count(),
+        }
 
     def _open_runtime(self) -> Runtime:
         runtime = self.runtime
-        if runtime.closing:
+        if self._state is not State.RUNNING:
             raise ShuttingDownError("greenroom is shutting down; no new work is accepted")
         return runtime
 
 
-def _start_task_actor(runtime: Runtime, spec: TaskSpec) -> Any:
-    try:
-        return runtime.started(TaskActor.start(runtime, spec))
-    except Exception as exc:  # e.g. no thread could be started: still one completion
-        failed = replace(
-            spec.task,
-            status=TaskStatus.FAILED,
-            finished_at=now(),
-            error=ErrorInfo.from_exception(exc),
-        )
-        runtime.route(spec.task.session_id, m.TaskCompleted(failed))
-        runtime.scheduler.finished(spec.task.id)
-        return None
+def _ignore(outcome: Any) -> None:
+    """A read whose outcome nobody needs."""
 
 
-def _interrupt_tasks(runtime: Runtime, grace_s: float) -> None:
-    """Shutdown (off the loop): every queued or running task ends as interrupted."""
+def _not_running(state: State) -> str:
+    if state is State.NEW:
+        return "the orchestrator is not started; use `async with` or start()"
+    return f"the orchestrator is {state.value}; make a new one to run again"
+
+
+async def _interrupt_tasks(runtime: Runtime, grace_s: float) -> None:
+    """Shutdown: every queued or running task ends as interrupted."""
     queued, live = runtime.scheduler.close()
     for spec in queued:
         runtime.route(spec.task.session_id, m.TaskCompleted(_interrupted(spec.task, "shutdown")))
     for ref in live:
-        bridge.tell(ref, m.Interrupt("shutdown"))
-    if not runtime.scheduler.wait_idle(grace_s + 5.0):
+        if ref.is_alive():
+            ref.tell(m.Interrupt("shutdown"))
+    if not await runtime.scheduler.wait_idle(grace_s + 5.0):
         log.error("shutdown_tasks_stuck", actor="orchestrator", **runtime.scheduler.counts())
 
 

@@ -27,6 +27,8 @@ class ServerSettings:
 class StoreSettings:
     kind: str = "sqlite"  # "memory" | "sqlite"
     synchronous: str = "NORMAL"  # sqlite PRAGMA synchronous: "NORMAL" | "FULL"
+    read_pool_size: int = 4  # sqlite read connections at most (reads beyond it wait)
+    read_idle_s: float = 30.0  # a pooled read connection unused this long is closed
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from greenroom.models import ChatMessage, Event, SessionRecord, SessionSnapshot, TaskRecord
+from greenroom.models import ChatMessage, Event, SessionRecord, SessionSnapshot, TaskRecord, Write
 
 History = list[dict[str, str]]
 """A chat history as agents receive it: ``[{"role": "user", "content": "hi"}, ...]``."""
@@ -77,11 +77,17 @@ class Agent(Protocol):
 
 @runtime_checkable
 class Store(Protocol):
-    """Persistence for sessions. Called from actor threads, never from the event loop.
+    """Persistence for sessions.
 
+    The runtime calls ``write`` from the event loop, so it must not wait: it queues the
+    write and reports through ``done``. Every other method may block and is called off
+    the loop, unless ``inline`` is true (an in-memory store whose every call is fast).
     Every method may raise :class:`greenroom.errors.StoreError` when the storage fails;
-    a failed ``commit`` has written nothing.
+    a failed ``commit`` or ``write`` has written nothing.
     """
+
+    inline: bool
+    """True when every method is fast and never waits on I/O (the memory store)."""
 
     def open(self) -> None:
         """Create or migrate the schema; called once before any other method."""
@@ -111,6 +117,14 @@ class Store(Protocol):
         appended to the transcript. ``tasks`` are inserted or replaced whole by id.
         ``events`` (each with a ``seq``) are appended to the session's event log.
         ``acked_up_to`` raises the session's acknowledgement mark (never lowers it).
+        """
+        ...
+
+    def write(self, write: Write, done: Callable[[BaseException | None], None]) -> None:
+        """Apply ``write`` atomically and durably, without waiting for it.
+
+        ``done(None)`` once it is durable, or ``done(error)`` when it failed and nothing
+        of it was written; ``done`` may run on any thread. Must not block the caller.
         """
         ...
 

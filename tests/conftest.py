@@ -8,6 +8,7 @@ from pathlib import Path
 import pykka
 import pytest
 import structlog
+from blockbuster import blockbuster_ctx
 
 from greenroom import Orchestrator
 from greenroom.settings import LimitsSettings, Settings, StoreSettings
@@ -21,6 +22,14 @@ def _no_actor_left_running() -> Iterator[None]:
     if leaked:
         pykka.ActorRegistry.stop_all(block=True, timeout=5)
         pytest.fail(f"{len(leaked)} actors were left running: {leaked[:5]}")
+
+
+@pytest.fixture(autouse=True)
+def _no_blocking_calls_on_the_loop() -> Iterator[None]:
+    """Blockbuster on every test: a blocking call from greenroom code on a running event
+    loop raises (including a contended ``threading.Lock.acquire``, a blocking ask)."""
+    with blockbuster_ctx(["greenroom"]):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -1,39 +1,20 @@
-"""The pykka ↔ asyncio bridge: the only place where actor threads meet the event loop.
+"""How an actor answers a caller waiting on the asyncio loop.
 
-``await pykka_future`` (and ``Future.get()``) blocks the loop's thread, and
-``asyncio.to_thread(future.get)`` holds an executor thread per pending ask. Instead,
-the loop side sends a message carrying a :class:`Reply` — the loop plus an asyncio
-future — and the actor answers with ``loop.call_soon_threadsafe``. Sending is a
-``SimpleQueue.put`` (see :class:`LoopSafeActor`), which never takes a Python lock, so
-the loop never waits on an actor thread.
+``await pykka_future`` (and ``Future.get()``) would block the loop's thread. Instead,
+a request carries a :class:`Reply` (the loop plus an asyncio future) and the actor
+answers through it exactly once. Actors run on the same loop (see ``dispatch.py``), so
+an answer from the loop's thread settles the future directly; from any other thread
+it goes through ``loop.call_soon_threadsafe``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
-
-import pykka
-import pykka.messages
-
-T = TypeVar("T")
-
-
-class LoopSafeActor(pykka.ThreadingActor):
-    """A ``ThreadingActor`` whose inbox is a ``queue.SimpleQueue``.
-
-    pykka's default ``queue.Queue`` takes a ``threading.Lock`` on every ``put``; a
-    contended put from the event loop would block it. ``SimpleQueue.put`` is lock-free
-    from Python's point of view and never blocks.
-    """
-
-    @staticmethod
-    def _create_actor_inbox() -> Any:
-        return queue.SimpleQueue()
+from typing import Any
 
 
 def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
@@ -62,9 +43,25 @@ class Reply:
         self._post(None, error)
 
     def _post(self, value: Any, error: BaseException | None) -> None:
+        if getattr(self.loop, "_thread_id", None) == threading.get_ident():
+            _settle(self.future, value, error)
+            return
         # A closed loop raises RuntimeError: nobody is waiting any more.
         with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(_settle, self.future, value, error)
+
+
+class Sink:
+    """A reply nobody awaits (internal retries)."""
+
+    def send(self, value: Any) -> None:
+        """Drop ``value``."""
+
+    def fail(self, error: BaseException) -> None:
+        """Drop ``error``."""
+
+
+ReplyTo = Reply | Sink
 
 
 def new_reply() -> Reply:
@@ -77,49 +74,13 @@ def new_reply() -> Reply:
     return Reply(loop, loop.create_future())
 
 
-async def ask(
-    ref: Any,
-    build: Callable[[Reply], Any],
-    *,
-    on_dead: Callable[[], BaseException] | None = None,
-) -> Any:
-    """Send ``build(reply)`` to the actor ``ref`` and await its answer on the loop.
-
-    Args:
-        ref: a pykka ``ActorRef``.
-        build: makes the message from the Reply the actor must answer through.
-        on_dead: makes the error raised when the actor is not running.
-
-    Raises:
-        Whatever error the actor answers with; ``on_dead()`` (default
-        ``RuntimeError``) when the actor is not alive.
-    """
-    reply = new_reply()
+def call_on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> bool:
+    """Run ``fn(*args)`` on ``loop``: now when already on its thread; False if it is closed."""
+    if getattr(loop, "_thread_id", None) == threading.get_ident():
+        fn(*args)
+        return True
     try:
-        ref.tell(build(reply))
-    except pykka.ActorDeadError as exc:
-        raise (on_dead() if on_dead else RuntimeError("actor is not running")) from exc
-    return await reply.future
-
-
-def tell(ref: Any, message: Any) -> bool:
-    """Send without waiting; False when the actor is already dead."""
-    try:
-        ref.tell(message)
-    except pykka.ActorDeadError:
-        return False
-    return True
-
-
-def stop(ref: Any) -> None:
-    """Ask an actor to stop after the messages already in its inbox; no-op if dead."""
-    tell(ref, pykka.messages._ActorStop())
-
-
-def post_to_queue(sub_loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> bool:
-    """Run ``fn(*args)`` on ``sub_loop`` from an actor thread; False if the loop is closed."""
-    try:
-        sub_loop.call_soon_threadsafe(fn, *args)
+        loop.call_soon_threadsafe(fn, *args)
     except RuntimeError:
         return False
     return True

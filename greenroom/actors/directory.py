@@ -1,11 +1,25 @@
-"""The directory: maps session ids to live session actors, and passivates idle ones.
+"""The directory: which incarnation of each session is live, and passivation.
 
-Every message to a session goes through here (``Route``), so sessions are addressed
-by id and never by a ref that can go stale. Passivation is a handshake: the directory
-sends ``Passivate`` and, until the session answers, buffers that session's messages;
-if it stopped, the buffer goes to a fresh activation, else back to the same actor.
-No message is ever dropped because its session was asleep, and two actors never run
-for one session.
+Two ways in, both on the loop's thread:
+
+* :meth:`DirectoryActor.route` is the direct route. Whoever runs on the loop (an HTTP
+  handler, the embedded API, a task actor) calls it; it looks the session up and puts
+  the message straight into the live actor's mailbox — no hop through the directory's
+  own mailbox. A session that is asleep is activated on the spot.
+* The directory's mailbox takes the lifecycle messages: ``Passivated``,
+  ``PassivateRefused`` and ``SessionGone`` from sessions, ``Sweep`` and ``PassivateAll``
+  from the orchestrator. Each lifecycle message names the incarnation (``generation``)
+  it is about; one about an incarnation that is no longer the live one is stale and
+  ignored, so a late message can never remove a newer actor's entry.
+
+Passivation is a handshake: the directory sends ``Passivate`` and, until the session
+answers, buffers that session's messages; if it stopped, the buffer goes to a fresh
+incarnation, else back to the same actor. No message is dropped because its session
+was asleep, and two incarnations never serve one session.
+
+Failure policy: a handler error in the directory is logged (``actor_crashed``) and the
+directory goes on. Its table is the only record of the live actors; stopping it would
+orphan every one of them.
 """
 
 from __future__ import annotations
@@ -13,15 +27,20 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import pykka
 import structlog
 
 from greenroom.actors import bridge
 from greenroom.actors import messages as m
-from greenroom.actors.runtime import Runtime
+from greenroom.actors.dispatch import LoopActor
 from greenroom.actors.session import SessionActor
 from greenroom.errors import ShuttingDownError
+from greenroom.models import SessionRecord
+
+if TYPE_CHECKING:
+    from greenroom.actors.runtime import Runtime
 
 log = structlog.get_logger("greenroom")
 
@@ -29,123 +48,186 @@ log = structlog.get_logger("greenroom")
 @dataclass(slots=True)
 class _Entry:
     ref: Any
+    generation: int
     last_used: float
     passivating: bool = False
     buffer: list[Any] = field(default_factory=list)
 
 
-class DirectoryActor(bridge.LoopSafeActor):
+class DirectoryActor(LoopActor):
     """Owns the live-session table; one per orchestrator."""
 
     def __init__(self, runtime: Runtime) -> None:
-        super().__init__()
+        super().__init__(runtime.loop)
+        runtime.started(self, "directory")
         self.runtime = runtime
         self.live: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
-        self.drain: tuple[Any, set[str]] | None = None  # PassivateAll's reply and pending ids
-        self.log = log.bind(actor="directory")
-        self.warned_over_bound = False
+        self.generations = 0
+        self.drain: tuple[bridge.Reply, set[str]] | None = None  # PassivateAll in progress
         self.closed = False  # set once shutdown has passivated every session
+        self.in_flight = 0  # entries asked to passivate that have not answered yet
+        self.stale = 0  # lifecycle messages ignored because they named an old incarnation
+        self.warned_over_bound = False
+        self.log = log.bind(actor="directory")
 
-    def on_receive(self, message: Any) -> Any:
-        if isinstance(message, m.Route):
-            self._route(message.session_id, message.message)
-        elif isinstance(message, m.CreateSession):
-            sid = message.record.id
-            ref = self.runtime.started(SessionActor.start(self.runtime, sid, message))
-            self.live[sid] = _Entry(ref, time.monotonic())
-            self._enforce_bound(keep=sid)
-        elif isinstance(message, m.Passivated | m.SessionGone):
-            self._stopped(message)
-        elif isinstance(message, m.PassivateRefused):
-            self._refused(message.session_id)
-        elif isinstance(message, m.Sweep):
-            self._sweep()
-        elif isinstance(message, m.PassivateAll):
-            self._passivate_all(message.reply)
-        elif isinstance(message, m.DirectoryStats):
-            message.reply.send({"live_sessions": len(self.live)})
-        return None
+    # --- the direct route (loop thread) ---------------------------------------------
 
-    def _route(self, sid: str, message: Any) -> None:
+    def route(self, sid: str, message: Any) -> None:
+        """Deliver ``message`` to session ``sid``, activating it if asleep."""
         entry = self.live.get(sid)
         activated = entry is None
-        if entry is None and self.closed:
-            # Shutdown passivated every session: wake none (a late retry, say). Work that
-            # matters was routed before the drain; whoever waits gets a clear error.
-            reply = getattr(message, "reply", None)
-            if reply is not None:
-                reply.fail(ShuttingDownError("greenroom is shutting down"))
-            return
         if entry is None:
-            entry = _Entry(
-                self.runtime.started(SessionActor.start(self.runtime, sid)), time.monotonic()
-            )
-            self.live[sid] = entry
+            if self.closed:
+                # Shutdown passivated every session: wake none. Whoever waits hears why.
+                _fail(message, ShuttingDownError("greenroom is shutting down"))
+                return
+            entry = self._activate(sid, None)
         if entry.passivating:
             entry.buffer.append(message)
             return
         entry.last_used = time.monotonic()
         self.live.move_to_end(sid)
-        bridge.tell(entry.ref, message)
+        try:
+            entry.ref.tell(message)
+        except pykka.ActorDeadError:
+            # Stopped from outside without the handshake: forget it, use a new incarnation.
+            self.log.warning("session_actor_died", session_id=sid, generation=entry.generation)
+            del self.live[sid]
+            self.route(sid, message)
+            return
         if activated:
             # Deliver first, then make room: never pick the session just woken, or it
             # would be passivated before its message and woken again, forever.
             self._enforce_bound(keep=sid)
 
-    def _stopped(self, message: m.Passivated | m.SessionGone) -> None:
-        sid = message.session_id
+    def create(self, record: SessionRecord, reply: bridge.Reply, request_id: str | None) -> None:
+        """Start the first incarnation of a new session; ``reply`` gets its info."""
+        if self.closed:
+            reply.fail(ShuttingDownError("greenroom is shutting down"))
+            return
+        self._activate(record.id, (record, reply, request_id))
+        self._enforce_bound(keep=record.id)
+
+    def retire(self, sid: str, generation: int) -> None:
+        """Forget incarnation ``generation`` now (it crashed); its buffer goes on."""
+        entry = self._current(sid, generation)
+        if entry is not None:
+            self._forget(sid, entry)
+
+    def stats(self) -> dict[str, int]:
+        """Live sessions and ignored stale lifecycle messages."""
+        return {
+            "live_sessions": len(self.live),
+            "passivating": self.in_flight,
+            "stale_lifecycle_messages": self.stale,
+        }
+
+    def _activate(self, sid: str, create: Any) -> _Entry:
+        self.generations += 1
+        ref = SessionActor.start(self.runtime, sid, self.generations, create)
+        entry = _Entry(ref, self.generations, time.monotonic())
+        self.live[sid] = entry
+        return entry
+
+    # --- the mailbox: lifecycle -----------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        try:
+            self._receive(message)
+        except Exception as exc:  # the failure policy: log, keep the table, go on
+            self.log.error(
+                "actor_crashed",
+                msg=type(message).__name__,
+                error_type=type(exc).__name__,
+                error=str(exc),
+                exc_info=True,
+            )
+        return None
+
+    def _receive(self, message: Any) -> None:
+        if isinstance(message, m.Passivated):
+            entry = self._current(message.session_id, message.generation)
+            if entry is not None:
+                self._forget(message.session_id, entry)
+        elif isinstance(message, m.SessionGone):
+            entry = self._current(message.session_id, message.generation)
+            if entry is not None:
+                entry.ref.stop(block=False)  # after it answered what it already holds
+                self._forget(message.session_id, entry)
+        elif isinstance(message, m.PassivateRefused):
+            self._refused(message)
+        elif isinstance(message, m.Sweep):
+            self._sweep()
+        elif isinstance(message, m.PassivateAll):
+            self._passivate_all(message.reply)
+        else:
+            super().on_receive(message)
+
+    def _current(self, sid: str, generation: int) -> _Entry | None:
         entry = self.live.get(sid)
-        if entry is None:
-            return
-        if isinstance(message, m.SessionGone) and not entry.passivating:
-            # Let it answer what it already has (not found / store error), then stop.
-            entry.passivating = True
-            bridge.tell(entry.ref, m.Passivate(force=True))
-            return
+        if entry is None or entry.generation != generation:
+            self.stale += 1
+            live = entry.generation if entry is not None else None
+            self.log.debug(
+                "stale_lifecycle_message", session_id=sid, generation=generation, live=live
+            )
+            return None
+        return entry
+
+    def _forget(self, sid: str, entry: _Entry) -> None:
         del self.live[sid]
+        if entry.passivating:
+            self.in_flight -= 1
         if self.drain is not None:
             self.drain[1].discard(sid)
             self._finish_drain()
         for buffered in entry.buffer:
-            self._route(sid, buffered)
+            self.route(sid, buffered)
 
-    def _refused(self, sid: str) -> None:
-        entry = self.live.get(sid)
+    def _refused(self, message: m.PassivateRefused) -> None:
+        sid = message.session_id
+        entry = self._current(sid, message.generation)
         if entry is None or (self.drain is not None and sid in self.drain[1]):
             return  # shutting down: a forced Passivate is already on its way
         entry.passivating = False
+        self.in_flight -= 1
         buffered, entry.buffer = entry.buffer, []
-        for message in buffered:
-            bridge.tell(entry.ref, message)
+        for queued in buffered:
+            entry.ref.tell(queued)
 
-    def _passivate(self, sid: str, entry: _Entry, force: bool = False) -> None:
+    def _passivate(self, entry: _Entry, force: bool = False) -> None:
+        if not entry.passivating:
+            self.in_flight += 1
         entry.passivating = True
-        bridge.tell(entry.ref, m.Passivate(force=force))
+        entry.ref.tell(m.Passivate(entry.generation, force))
 
     def _sweep(self) -> None:
         idle_before = time.monotonic() - self.runtime.settings.limits.session_idle_s
-        for sid, entry in list(self.live.items()):
+        for entry in list(self.live.values()):
             if not entry.passivating and entry.last_used <= idle_before:
-                self._passivate(sid, entry)
+                self._passivate(entry)
         self._enforce_bound()
 
     def _enforce_bound(self, keep: str | None = None) -> None:
         bound = self.runtime.settings.limits.max_live_sessions
-        candidates = [(s, e) for s, e in self.live.items() if not e.passivating and s != keep]
-        excess = len(self.live) - bound
-        for sid, entry in candidates[: max(excess, 0)]:
-            self._passivate(sid, entry)
-        if excess > 0 and len(candidates) == 0 and not self.warned_over_bound:
+        excess = len(self.live) - self.in_flight - bound
+        if excess <= 0:
+            return
+        asked = 0
+        for sid, entry in self.live.items():  # least recently used first; stop when enough
+            if asked >= excess:
+                break
+            if not entry.passivating and sid != keep:
+                self._passivate(entry)
+                asked += 1
+        if asked == 0 and not self.warned_over_bound:
             self.warned_over_bound = True
             self.log.warning("live_sessions_over_bound", live=len(self.live), bound=bound)
 
-    def _passivate_all(self, reply: Any) -> None:
+    def _passivate_all(self, reply: bridge.Reply) -> None:
         self.drain = (reply, set(self.live))
-        for sid, entry in list(self.live.items()):
-            if not entry.passivating:
-                self._passivate(sid, entry, force=True)
-            else:
-                bridge.tell(entry.ref, m.Passivate(force=True))
+        for entry in list(self.live.values()):
+            self._passivate(entry, force=True)
         self._finish_drain()
 
     def _finish_drain(self) -> None:
@@ -153,3 +235,12 @@ class DirectoryActor(bridge.LoopSafeActor):
             self.closed = True
             self.drain[0].send(None)
             self.drain = None
+
+    def on_reaped(self) -> None:
+        self.runtime.reaped(self)
+
+
+def _fail(message: Any, error: BaseException) -> None:
+    reply = getattr(message, "reply", None)
+    if reply is not None:
+        reply.fail(error)

@@ -1,8 +1,9 @@
 """Every message the actors exchange, in one module.
 
-Messages carry their correlation ids explicitly (``request_id`` and friends):
-contextvars do not cross actor threads. A message that expects an answer carries a
-:class:`~greenroom.actors.bridge.Reply`; the actor answers through it exactly once.
+Messages carry their correlation ids explicitly (``request_id`` and friends): a
+message may wait in a mailbox long after the request that sent it. A message that
+expects an answer carries a :class:`~greenroom.actors.bridge.Reply`; the actor answers
+through it exactly once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from greenroom.actors.bridge import Reply
 from greenroom.actors.events import EventStream
-from greenroom.models import SessionRecord, TaskRecord
+from greenroom.models import TaskRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,51 +27,36 @@ class Subscriber:
     turn_id: str | None = None  # only this turn's events, then the subscriber is dropped
 
 
-# --- to the directory -------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """Deliver ``message`` to the session ``session_id``, activating it if asleep."""
-
-    session_id: str
-    message: Any
-
-
-@dataclass(frozen=True, slots=True)
-class CreateSession:
-    record: SessionRecord
-    reply: Reply
-    request_id: str | None = None
+# --- to the directory (lifecycle; each names the incarnation it is about) ----------
 
 
 @dataclass(frozen=True, slots=True)
 class Passivated:
-    """A session actor agreed to stop; the directory may forget it."""
+    """Incarnation ``generation`` of a session agreed to stop; the directory may forget it."""
 
     session_id: str
+    generation: int
 
 
 @dataclass(frozen=True, slots=True)
 class PassivateRefused:
+    """Incarnation ``generation`` is busy and stays."""
+
     session_id: str
+    generation: int
 
 
 @dataclass(frozen=True, slots=True)
 class SessionGone:
-    """The session does not exist in the store; its actor stopped."""
+    """Incarnation ``generation`` found no such session in the store (or could not load it)."""
 
     session_id: str
+    generation: int
 
 
 @dataclass(frozen=True, slots=True)
 class Sweep:
     """Passivate sessions idle for ``session_idle_s`` or beyond ``max_live_sessions``."""
-
-
-@dataclass(frozen=True, slots=True)
-class DirectoryStats:
-    reply: Reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +73,7 @@ class PassivateAll:
 class Passivate:
     """From the directory: stop if idle (answer Passivated), else PassivateRefused."""
 
+    generation: int
     force: bool = False
 
 
@@ -168,7 +155,7 @@ class ListTasks:
 @dataclass(frozen=True, slots=True)
 class CancelTask:
     task_id: str
-    reply: Any  # a Reply, or an internal sink for retries
+    reply: Reply
     request_id: str | None = None
 
 

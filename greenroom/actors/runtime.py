@@ -1,59 +1,117 @@
-"""What every actor shares: settings, store, agents, the scheduler, the loop.
+"""What every actor of one orchestrator shares: settings, store, agents, loop, lifecycle.
 
-Agents run as coroutines on one shared asyncio loop; actors hand work to it with
-``run_coroutine_threadsafe`` and get the outcome back as a message.
+Every actor runs on the orchestrator's asyncio loop (``dispatch.py``); so do the
+directory's routing table and the scheduler, which therefore need no lock. Store I/O
+never runs on the loop unless the store says it is in-memory (``Store.inline``): writes
+go to the store's own writer, reads to the loop's executor, and their outcomes come
+back to the loop as callbacks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import threading
 import time
-import weakref
-from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from greenroom.actors import bridge
-from greenroom.actors.messages import Route, TurnDelta, TurnDone
-from greenroom.actors.scheduler import Scheduler
+from greenroom.actors.messages import TurnDelta, TurnDone
+from greenroom.actors.scheduler import Scheduler, TaskSpec
 from greenroom.errors import AgentNotFoundError
+from greenroom.models import Write
 from greenroom.settings import Settings
 from greenroom.typing import Agent, AgentContext, History, Store
+
+if TYPE_CHECKING:
+    from greenroom.actors.directory import DirectoryActor
+    from greenroom.actors.dispatch import LoopActor
 
 log = structlog.get_logger("greenroom")
 
 
-@dataclass(eq=False)
+class State(enum.StrEnum):
+    """The one lifecycle of an orchestrator (and of its runtime)."""
+
+    NEW = "new"  # built, not started
+    STARTING = "starting"  # opening the store, recovering
+    RUNNING = "running"  # taking work
+    CLOSING = "closing"  # intake closed, draining
+    CLOSED = "closed"  # stopped; final
+
+
 class Runtime:
-    """The shared parts of a running orchestrator. Built by ``Orchestrator.start``."""
+    """The shared parts of a running orchestrator. Built on the loop by ``Orchestrator.start``.
 
-    settings: Settings
-    store: Store
-    loop: asyncio.AbstractEventLoop
-    agents: Mapping[str, Agent]
-    scheduler: Scheduler = field(init=False)
-    directory: Any = None  # the directory's ActorRef, set once started
-    closing: bool = False  # intake closed (shutdown under way)
-    active_turns: set[asyncio.Task[None]] = field(default_factory=set)  # loop-side only
-    # Every actor this runtime started and that is still alive (weak: dead ones drop out),
-    # so shutdown can wait until each one has really stopped.
-    actors: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
+    Args:
+        settings: the configuration.
+        store: an open store.
+        loop: the running loop every actor runs on.
+        agents: the agents by name (the orchestrator's live mapping).
+    """
 
-    def started(self, ref: Any) -> Any:
-        """Record an actor this runtime started; returns ``ref``."""
-        self.actors.add(ref)
-        return ref
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        loop: asyncio.AbstractEventLoop,
+        agents: Mapping[str, Agent],
+    ) -> None:
+        from greenroom.actors.directory import DirectoryActor
 
-    def wait_stopped(self, timeout_s: float) -> int:
-        """Block (off the loop) until every recorded actor stopped; returns how many did not."""
-        deadline = time.monotonic() + timeout_s
-        left = 0
-        for ref in list(self.actors):
-            if not ref.actor_stopped.wait(max(0.0, deadline - time.monotonic())):
-                left += 1
-        return left
+        self.settings = settings
+        self.store = store
+        self.loop = loop
+        self.agents = agents
+        self.state = State.STARTING
+        self.active_turns: set[asyncio.Task[None]] = set()
+        self._actors: dict[LoopActor, str] = {}  # every live actor -> its kind
+        self._all_stopped = asyncio.Event()
+        self._all_stopped.set()
+        limits = settings.limits
+        self.scheduler = Scheduler(
+            limits.max_running_tasks,
+            limits.max_queued_tasks,
+            self._start_task,
+            self._task_not_started,
+        )
+        self.directory: DirectoryActor = DirectoryActor.spawn(self)
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    @property
+    def taking_work(self) -> bool:
+        """Whether new turns and tasks are accepted."""
+        return self.state is State.RUNNING
+
+    def started(self, actor: LoopActor, kind: str) -> None:
+        """Record a live actor (called from its constructor, on the loop)."""
+        self._actors[actor] = kind
+        self._all_stopped.clear()
+
+    def reaped(self, actor: LoopActor) -> None:
+        """Forget an actor that stopped (on the loop)."""
+        self._actors.pop(actor, None)
+        if not self._actors:
+            self._all_stopped.set()
+
+    def live_actors(self) -> dict[str, int]:
+        """How many actors of each kind are alive: ``{"session": 3, "task": 1, ...}``."""
+        return dict(Counter(self._actors.values()))
+
+    async def wait_stopped(self, timeout_s: float) -> int:
+        """Wait until every actor stopped; returns how many had not when time ran out."""
+        try:
+            await asyncio.wait_for(self._all_stopped.wait(), timeout_s)
+        except TimeoutError:
+            return len(self._actors)
+        return 0
+
+    # --- agents ---------------------------------------------------------------------
 
     def agent(self, name: str) -> Agent:
         """The agent registered under ``name``.
@@ -67,49 +125,94 @@ class Runtime:
             known = ", ".join(sorted(self.agents)) or "none"
             raise AgentNotFoundError(f"unknown agent {name!r} (known: {known})") from None
 
-    def route(self, session_id: str, message: Any) -> None:
-        """Send ``message`` to a session through the directory (activating it if asleep)."""
-        if not bridge.tell(self.directory, Route(session_id, message)):
-            log.error("route_failed", session_id=session_id, msg=type(message).__name__)
+    # --- messages -------------------------------------------------------------------
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run ``coro`` on the shared loop (from an actor thread)."""
-        asyncio.run_coroutine_threadsafe(coro, self.loop)
+    def route(self, session_id: str, message: Any) -> None:
+        """Deliver ``message`` to a session, activating it if asleep (from any thread)."""
+        if getattr(self.loop, "_thread_id", None) == threading.get_ident():
+            self.directory.route(session_id, message)
+        else:
+            self.loop.call_soon_threadsafe(self.directory.route, session_id, message)
 
     def call_later(self, delay_s: float, session_id: str, message: Any) -> None:
-        """Route ``message`` to a session after ``delay_s`` (from any thread)."""
-        self.loop.call_soon_threadsafe(
-            self.loop.call_later, delay_s, self.route, session_id, message
-        )
+        """Route ``message`` to a session after ``delay_s`` (on the loop)."""
+        self.loop.call_later(delay_s, self.route, session_id, message)
 
-    async def run_turn(
-        self, session_ref: Any, agent: Agent, history: History, ctx: AgentContext
-    ) -> None:
+    # --- store I/O, off the loop ----------------------------------------------------
+
+    def persist(self, write: Write, done: Callable[[BaseException | None], None]) -> None:
+        """Write durably; ``done(error)`` runs on the loop once the write ended."""
+        loop = self.loop
+
+        def finished(error: BaseException | None) -> None:
+            bridge.call_on_loop(loop, done, error)
+
+        try:
+            self.store.write(write, finished)
+        except Exception as exc:  # a store that refuses before queueing (closed, say)
+            done(exc)
+
+    def read(self, fn: Callable[[], Any], done: Callable[[Any], None]) -> None:
+        """Run the store read ``fn`` off the loop (inline for an in-memory store);
+        ``done(value or exception)`` runs on the loop."""
+        if self.store.inline:
+            try:
+                value = fn()
+            except Exception as exc:
+                value = exc
+            done(value)
+            return
+
+        def finished(future: asyncio.Future[Any]) -> None:
+            exc = future.exception()
+            done(exc if exc is not None else future.result())
+
+        self.loop.run_in_executor(None, fn).add_done_callback(finished)
+
+    # --- turns ----------------------------------------------------------------------
+
+    def run_turn(self, agent_name: str, history: History, ctx: AgentContext) -> None:
         """Stream a foreground turn on the loop, reporting chunks to the session actor."""
-        task = asyncio.current_task()
-        assert task is not None
+        task = self.loop.create_task(self._turn(agent_name, history, ctx))
         self.active_turns.add(task)
+        task.add_done_callback(self.active_turns.discard)
+
+    async def _turn(self, agent_name: str, history: History, ctx: AgentContext) -> None:
         started = time.perf_counter()
         parts: list[str] = []
         turn_id = ctx.turn_id or ""
+        sid = ctx.session_id
         try:
+            agent = self.agent(agent_name)
             async for chunk in agent.stream(history, ctx):
                 if chunk:
                     parts.append(chunk)
-                    bridge.tell(session_ref, TurnDelta(turn_id, chunk))
+                    self.route(sid, TurnDelta(turn_id, chunk))
         except asyncio.CancelledError:
-            done = TurnDone(
-                turn_id, None, ("Interrupted", "the turn was interrupted by shutdown"), _ms(started)
-            )
-            bridge.tell(session_ref, done)
+            error = ("Interrupted", "the turn was interrupted by shutdown")
+            self.route(sid, TurnDone(turn_id, None, error, _ms(started)))
             raise
         except Exception as exc:
             error = (type(exc).__name__, str(exc) or type(exc).__name__)
-            bridge.tell(session_ref, TurnDone(turn_id, None, error, _ms(started)))
+            self.route(sid, TurnDone(turn_id, None, error, _ms(started)))
         else:
-            bridge.tell(session_ref, TurnDone(turn_id, "".join(parts), None, _ms(started)))
-        finally:
-            self.active_turns.discard(task)
+            self.route(sid, TurnDone(turn_id, "".join(parts), None, _ms(started)))
+
+    def _task_not_started(self, spec: TaskSpec, exc: BaseException) -> None:
+        """A task actor could not even start: still exactly one completion."""
+        from greenroom.actors.messages import TaskCompleted
+        from greenroom.models import ErrorInfo, TaskStatus, now
+
+        failed = spec.task
+        failed.status, failed.finished_at = TaskStatus.FAILED, now()
+        failed.error = ErrorInfo.from_exception(exc)
+        log.error("task_start_failed", actor="runtime", task_id=failed.id, error=str(exc))
+        self.route(failed.session_id, TaskCompleted(failed, failed.request_id))
+
+    def _start_task(self, spec: TaskSpec) -> Any:
+        from greenroom.actors.task import TaskActor
+
+        return TaskActor.start(self, spec)
 
 
 def _ms(started: float) -> float:

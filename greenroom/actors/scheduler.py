@@ -1,13 +1,14 @@
 """The global bound on running and queued tasks, and the map of live task actors.
 
-Called from actor threads only (never from the event loop), so it may take a lock.
-Beyond ``max_running`` tasks wait in a FIFO queue; beyond ``max_queued`` waiting ones,
-:meth:`Scheduler.reserve` raises ``QueueFullError`` and nothing already accepted is touched.
+Used on the event loop only (every actor runs there), so it takes no lock. Beyond
+``max_running`` tasks wait in a FIFO queue; beyond ``max_queued`` waiting ones,
+:meth:`Scheduler.reserve` raises ``QueueFullError`` and nothing already accepted is
+touched.
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,18 +34,25 @@ class Scheduler:
         max_running: tasks running at once.
         max_queued: tasks waiting beyond those.
         start: starts a task actor for a spec; returns its actor ref.
+        not_started: called when ``start`` raised, so the task still gets its completion.
     """
 
-    def __init__(self, max_running: int, max_queued: int, start: Callable[[TaskSpec], Any]) -> None:
+    def __init__(
+        self,
+        max_running: int,
+        max_queued: int,
+        start: Callable[[TaskSpec], Any],
+        not_started: Callable[[TaskSpec, BaseException], None],
+    ) -> None:
         self.max_running = max_running
         self.max_queued = max_queued
         self._start = start
-        self._lock = threading.Lock()
+        self._not_started = not_started
         self._reserved = 0
         self._queue: OrderedDict[str, TaskSpec] = OrderedDict()
-        self._live: dict[str, Any] = {}  # task id -> actor ref (or None while starting)
+        self._live: dict[str, Any] = {}  # task id -> actor ref
         self._closed = False
-        self._idle = threading.Event()
+        self._idle = asyncio.Event()
         self._idle.set()
 
     def reserve(self) -> None:
@@ -54,86 +62,78 @@ class Scheduler:
             QueueFullError: running and queued tasks are at their bounds.
             ShuttingDownError: the scheduler is closed.
         """
-        with self._lock:
-            if self._closed:
-                raise ShuttingDownError("greenroom is shutting down; no new tasks")
-            waiting = len(self._queue) + self._reserved
-            if len(self._live) >= self.max_running and waiting >= self.max_queued:
-                raise QueueFullError(
-                    f"{self.max_queued} tasks already queued behind {self.max_running} running "
-                    "(limits.max_queued_tasks); retry later",
-                    retry_after_s=1.0,
-                )
-            self._reserved += 1
-            self._idle.clear()
+        if self._closed:
+            raise ShuttingDownError("greenroom is shutting down; no new tasks")
+        waiting = len(self._queue) + self._reserved
+        if len(self._live) >= self.max_running and waiting >= self.max_queued:
+            raise QueueFullError(
+                f"{self.max_queued} tasks already queued behind {self.max_running} running "
+                "(limits.max_queued_tasks); retry later",
+                retry_after_s=1.0,
+            )
+        self._reserved += 1
+        self._idle.clear()
 
     def release(self) -> None:
         """Give back a reservation whose task was never submitted."""
-        with self._lock:
-            self._reserved -= 1
-            self._set_idle_if_empty()
+        self._reserved -= 1
+        self._set_idle_if_empty()
 
     def submit(self, spec: TaskSpec) -> None:
         """Run a reserved task now, or queue it."""
-        with self._lock:
-            self._reserved -= 1
-            if len(self._live) >= self.max_running:
-                self._queue[spec.task.id] = spec
-                return
-            self._live[spec.task.id] = None
-        self._launch(spec)
+        self._reserved -= 1
+        if self._closed:
+            self._not_started(spec, ShuttingDownError("greenroom is shutting down"))
+            self._set_idle_if_empty()
+        elif len(self._live) >= self.max_running:
+            self._queue[spec.task.id] = spec
+        else:
+            self._launch(spec)
 
     def finished(self, task_id: str) -> None:
         """A task actor ended: free its slot and start the next queued task."""
-        with self._lock:
-            self._live.pop(task_id, None)
-            nxt = None
-            if self._queue and not self._closed and len(self._live) < self.max_running:
-                _, nxt = self._queue.popitem(last=False)
-                self._live[nxt.task.id] = None
-            self._set_idle_if_empty()
-        if nxt is not None:
+        self._live.pop(task_id, None)
+        if self._queue and not self._closed and len(self._live) < self.max_running:
+            _, nxt = self._queue.popitem(last=False)
             self._launch(nxt)
+        self._set_idle_if_empty()
 
     def dequeue(self, task_id: str) -> bool:
         """Remove a task that has not started yet; False if it is not queued."""
-        with self._lock:
-            removed = self._queue.pop(task_id, None) is not None
-            self._set_idle_if_empty()
-            return removed
+        removed = self._queue.pop(task_id, None) is not None
+        self._set_idle_if_empty()
+        return removed
 
     def actor_for(self, task_id: str) -> Any:
         """The live task actor's ref, or None."""
-        with self._lock:
-            return self._live.get(task_id)
+        return self._live.get(task_id)
 
     def close(self) -> tuple[list[TaskSpec], list[Any]]:
         """Stop intake. Returns the queued specs (now removed) and live actor refs."""
-        with self._lock:
-            self._closed = True
-            queued = list(self._queue.values())
-            self._queue.clear()
-            live = [ref for ref in self._live.values() if ref is not None]
-            self._set_idle_if_empty()
-            return queued, live
+        self._closed = True
+        queued = list(self._queue.values())
+        self._queue.clear()
+        self._set_idle_if_empty()
+        return queued, list(self._live.values())
 
-    def wait_idle(self, timeout_s: float) -> bool:
-        """Block (off the loop) until no task runs, is queued or reserved."""
-        return self._idle.wait(timeout_s)
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no task runs, is queued or reserved; False when time ran out."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
     def counts(self) -> dict[str, int]:
-        with self._lock:
-            return {"running": len(self._live), "queued": len(self._queue)}
+        """Running, queued and reserved tasks."""
+        return {"running": len(self._live), "queued": len(self._queue), "reserved": self._reserved}
 
     def _launch(self, spec: TaskSpec) -> None:
         try:
-            ref = self._start(spec)
-        except Exception:
-            self.finished(spec.task.id)
-            raise
-        with self._lock:
-            if spec.task.id in self._live:
-                self._live[spec.task.id] = ref
+            self._live[spec.task.id] = self._start(spec)
+        except Exception as exc:  # no actor: the task still gets exactly one completion
+            self._live.pop(spec.task.id, None)
+            self._not_started(spec, exc)
 
     def _set_idle_if_empty(self) -> None:
         if not self._live and not self._queue and self._reserved <= 0:

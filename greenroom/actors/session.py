@@ -1,149 +1,312 @@
-"""The session actor: a thin pykka shell around :class:`SessionCore`.
+"""The session actor: a thin shell that carries out what :class:`SessionCore` decides.
 
-It loads the session from the store when (re-)activated, dispatches each message to
-the core, answers errors through the message's Reply, and logs every message it
-handles with its correlation ids (invariant 7).
+It loads the session from the store when (re-)activated (off the loop, mailbox paused
+until the snapshot arrives), feeds each message to the core, carries out the effects
+in order, and logs every message it handles with its correlation ids (invariant 7).
+While an effect's outcome is awaited (a write, a read) the mailbox is paused: the next
+message is handled only after the change is durable and everyone concerned was told.
+
+Failure policy: an error meant for the caller (bad input, not found, capacity) is
+answered through the message's reply. Anything else is a bug: the reply fails, the
+actor logs ``actor_crashed`` and retires — the directory forgets this incarnation and
+the next message activates a fresh one from the store, which holds the truth.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from greenroom.actors import bridge
+from greenroom.actors import effects as fx
 from greenroom.actors import messages as m
-from greenroom.actors.runtime import Runtime
-from greenroom.actors.session_core import SessionCore
-from greenroom.errors import SessionNotFoundError, ShuttingDownError, StoreError
-from greenroom.models import SessionSnapshot
+from greenroom.actors.dispatch import LoopActor
+from greenroom.actors.scheduler import TaskSpec
+from greenroom.actors.session_core import _HANDLERS, SessionCore
+from greenroom.errors import GreenroomError, SessionNotFoundError, ShuttingDownError
+from greenroom.models import ErrorInfo, SessionRecord, SessionSnapshot, TaskStatus, Write, now
+
+if TYPE_CHECKING:
+    from greenroom.actors.runtime import Runtime
 
 log = structlog.get_logger("greenroom")
 
-# Message type -> SessionCore method. One table instead of an if-chain.
-_HANDLERS: dict[type, str] = {
-    m.GetInfo: "info_message",
-    m.StartTurn: "start_turn",
-    m.TurnDelta: "turn_delta",
-    m.TurnDone: "turn_done",
-    m.GetMessages: "messages",
-    m.StartTask: "start_task",
-    m.TaskStarted: "task_started",
-    m.TaskCompleted: "task_completed",
-    m.GetTask: "get_task",
-    m.ListTasks: "list_tasks",
-    m.CancelTask: "cancel_task",
-    m.GetResults: "get_results",
-    m.Ack: "ack",
-    m.Subscribe: "subscribe",
-}
+_QUIET = (GreenroomError, LookupError, ValueError, TypeError)  # the caller's concern
 
 
-class SessionActor(bridge.LoopSafeActor):
-    """One live session. Started by the directory; passivated by it when idle."""
+class SessionActor(LoopActor):
+    """One incarnation of a live session. Started and passivated by the directory.
+
+    Args:
+        runtime: the shared runtime.
+        session_id: the session.
+        generation: this incarnation's number; every lifecycle message names it.
+        create: for a new session, the record to store and the reply awaiting it.
+    """
 
     def __init__(
-        self, runtime: Runtime, session_id: str, create: m.CreateSession | None = None
+        self,
+        runtime: Runtime,
+        session_id: str,
+        generation: int,
+        create: tuple[SessionRecord, bridge.Reply, str | None] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(runtime.loop)
+        runtime.started(self, "session")
         self.runtime = runtime
         self.session_id = session_id
+        self.generation = generation
         self.create = create
         self.core: SessionCore | None = None
-        self.unavailable: Exception | None = None  # missing session or store failure
+        self.unavailable: BaseException | None = None  # missing session or store failure
+        self.retired = False
+        self.request_id: str | None = None  # of the message whose step is under way
         self.log = log.bind(actor="session", session_id=session_id)
 
-    def on_start(self) -> None:
-        try:
-            self.core = self._activate()
-        except Exception as exc:
-            self.unavailable = exc
-            if self.create is not None:
-                self.create.reply.fail(exc)
-            self.runtime.route(self.session_id, _Gone())
+    # --- activation -----------------------------------------------------------------
 
-    def _activate(self) -> SessionCore:
-        store, limits = self.runtime.store, self.runtime.settings.limits
+    def on_start(self) -> None:
+        self.pause()
+        rt = self.runtime
         if self.create is not None:
-            record = self.create.record
-            store.commit(record.id, session=record)
-            snapshot = SessionSnapshot(record, [], [], 0, 0, [])
-            core = SessionCore(self.runtime, snapshot, self.actor_ref)
-            self.create.reply.send(core.info())
-            self.log.info("session_created", agent=record.agent, request_id=self.create.request_id)
-            return core
-        loaded = store.load_session(self.session_id, recent_events=limits.replay_events)
-        if loaded is None:
-            raise SessionNotFoundError(f"no session {self.session_id!r}")
-        self.log.info("session_activated", tasks=len(loaded.tasks), last_seq=loaded.last_seq)
-        return SessionCore(self.runtime, loaded, self.actor_ref)
+            record = self.create[0]
+            rt.persist(Write(record.id, session=record), self._created)
+            return
+        depth = rt.settings.limits.replay_events
+        sid = self.session_id
+        rt.read(lambda: rt.store.load_session(sid, recent_events=depth), self._loaded)
+
+    def _created(self, error: BaseException | None) -> None:
+        assert self.create is not None
+        record, reply, request_id = self.create
+        self.create = None
+        if error is not None:
+            reply.fail(error)
+            self._unavailable(error)
+        else:
+            self.core = self._core(SessionSnapshot(record, [], [], 0, 0, []))
+            reply.send(self.core.info())
+            self.log.info("session_created", agent=record.agent, request_id=request_id)
+        self.resume()
+
+    def _loaded(self, outcome: Any) -> None:
+        if isinstance(outcome, BaseException):
+            self._unavailable(outcome)
+        elif outcome is None:
+            self._unavailable(SessionNotFoundError(f"no session {self.session_id!r}"))
+        else:
+            self.core = self._core(outcome)
+            self.log.info("session_activated", tasks=len(outcome.tasks), last_seq=outcome.last_seq)
+        self.resume()
+
+    def _core(self, snapshot: SessionSnapshot) -> SessionCore:
+        settings = self.runtime.settings
+        return SessionCore(
+            snapshot,
+            settings.limits,
+            self.runtime.agents.keys(),
+            log_content=settings.logging.log_content,
+        )
+
+    def _unavailable(self, error: BaseException) -> None:
+        self.unavailable = error
+        self.runtime.directory.actor_ref.tell(m.SessionGone(self.session_id, self.generation))
+
+    # --- messages -------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
         started = time.perf_counter()
-        try:
-            self._dispatch(message)
-        except Exception as exc:
+        self.request_id = getattr(message, "request_id", None)
+        if isinstance(message, m.Passivate):
+            self._passivate(message)
+        elif self.retired:
+            self.runtime.route(self.session_id, message)  # to the next incarnation
+        elif type(message) not in _HANDLERS:
+            return super().on_receive(message)  # a warning, never a silent drop
+        elif self.core is None:
             reply = getattr(message, "reply", None)
             if reply is not None:
-                reply.fail(exc)
-            if not isinstance(exc, (LookupError, ValueError, TypeError, RuntimeError, StoreError)):
-                self.log.error(
-                    "actor_crashed",
-                    msg=type(message).__name__,
-                    error_type=type(exc).__name__,
-                    error=str(exc),
-                    exc_info=True,
-                )
+                reply.fail(self.unavailable or SessionNotFoundError(self.session_id))
+        elif not self.runtime.taking_work and isinstance(message, m.StartTask | m.StartTurn):
+            message.reply.fail(ShuttingDownError("greenroom is shutting down; no new work"))
+        else:
+            self._step(lambda core: core.handle(message, now()), message)
         self.log.info(
             "actor_message",
             msg=type(message).__name__,
-            request_id=getattr(message, "request_id", None),
+            request_id=self.request_id,
             task_id=_task_id(message),
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
         )
         return None
 
-    def _dispatch(self, message: Any) -> None:
-        if isinstance(message, m.Passivate):
-            self._passivate(message.force)
-            return
-        if isinstance(message, _Gone):
-            bridge.tell(self.runtime.directory, m.SessionGone(self.session_id))
-            return
+    def _step(self, decide: Any, message: Any) -> None:
         core = self.core
-        if core is None:
-            assert self.unavailable is not None
-            raise self.unavailable
-        if isinstance(message, m.DropWaiter):
-            core.drop_waiter(message.waiter_id)
-        elif isinstance(message, m.Unsubscribe):
-            core.unsubscribe(message.subscriber_id)
-        else:
-            getattr(core, _HANDLERS[type(message)])(message)
+        assert core is not None
+        try:
+            self._run(decide(core))
+        except Exception as exc:
+            self._crashed(message, exc)
 
-    def _passivate(self, force: bool) -> None:
+    def _crashed(self, message: Any, exc: Exception) -> None:
+        reply = getattr(message, "reply", None)
+        if reply is not None:
+            reply.fail(exc)
+        if isinstance(exc, _QUIET):
+            return
+        self.log.error(
+            "actor_crashed",
+            msg=type(message).__name__,
+            error_type=type(exc).__name__,
+            error=str(exc),
+            exc_info=True,
+        )
+        core, self.core = self.core, None
+        if core is not None:
+            self._run(core.passivate(exc))
+        self.retired = True
+        self.runtime.directory.retire(self.session_id, self.generation)
+        self.resume()
+        self.stop()
+
+    def _run(self, effects: list[fx.Effect]) -> None:
+        for effect in effects:
+            handler = _EFFECTS[type(effect)]
+            handler(self, effect)
+
+    def _resolved(self, outcome: Any) -> None:
+        """The outcome of the awaited effect, on the loop."""
+        if self.core is None:  # retired meanwhile
+            return
+        self._step(lambda core: core.resolve(outcome, now()), None)
+        if self.core is not None and self.core.pending is None:
+            self.resume()
+
+    # --- effects --------------------------------------------------------------------
+
+    def _persist(self, effect: fx.Persist) -> None:
+        self.pause()
+        self.runtime.persist(effect.write, self._resolved)
+
+    def _load_events(self, effect: fx.LoadEvents) -> None:
+        self.pause()
+        store, sid = self.runtime.store, self.session_id
+
+        def load() -> tuple[int | None, list[Any]]:
+            return store.first_seq(sid), store.events_after(sid, effect.after, effect.limit)
+
+        self.runtime.read(load, self._resolved)
+
+    def _reserve(self, effect: fx.Reserve) -> None:
+        try:
+            self.runtime.scheduler.reserve()
+        except Exception as exc:
+            self._resolved_now(exc)
+        else:
+            self._resolved_now(None)
+
+    def _resolved_now(self, outcome: Any) -> None:
         core = self.core
-        if core is not None and not core.idle and not force:
-            bridge.tell(self.runtime.directory, m.PassivateRefused(self.session_id))
+        assert core is not None
+        self._run(core.resolve(outcome, now()))
+
+    def _release(self, effect: fx.Release) -> None:
+        self.runtime.scheduler.release()
+
+    def _submit(self, effect: fx.Submit) -> None:
+        self.runtime.scheduler.submit(TaskSpec(effect.task, effect.history))
+
+    def _stop_task(self, effect: fx.StopTask) -> None:
+        scheduler = self.runtime.scheduler
+        if scheduler.dequeue(effect.task_id):
+            core = self.core
+            assert core is not None
+            cancelled = replace(
+                core.tasks[effect.task_id],
+                status=TaskStatus.CANCELLED,
+                finished_at=now(),
+                error=ErrorInfo("Cancelled", "cancelled before it started"),
+            )
+            self.actor_ref.tell(m.TaskCompleted(cancelled, effect.request_id))
+            return
+        ref = scheduler.actor_for(effect.task_id)
+        if ref is not None:
+            ref.tell(m.Cancel(effect.request_id))
+        # Otherwise it has just ended: its completion is on its way and wakes the waiter.
+
+    def _run_turn(self, effect: fx.RunTurn) -> None:
+        self.runtime.run_turn(effect.agent, effect.history, effect.ctx)
+
+    def _answer(self, effect: fx.Answer) -> None:
+        effect.to.send(effect.value)
+
+    def _refuse(self, effect: fx.Refuse) -> None:
+        effect.to.fail(effect.error)
+
+    def _publish(self, effect: fx.Publish) -> None:
+        for sub in effect.subscribers:
+            bridge.call_on_loop(sub.loop, sub.stream.deliver, effect.event)
+
+    def _close_streams(self, effect: fx.CloseStreams) -> None:
+        for sub in effect.subscribers:
+            bridge.call_on_loop(sub.loop, sub.stream.close)
+
+    def _later(self, effect: fx.Later) -> None:
+        self.runtime.call_later(effect.delay_s, self.session_id, effect.message)
+
+    def _log(self, effect: fx.Log) -> None:
+        fields = effect.fields
+        if "request_id" not in fields:
+            fields = dict(fields, request_id=self.request_id)
+        getattr(self.log, effect.level)(effect.event, **fields)
+
+    # --- passivation ----------------------------------------------------------------
+
+    def _passivate(self, message: m.Passivate) -> None:
+        directory = self.runtime.directory.actor_ref
+        if message.generation != self.generation or self.retired:
+            return
+        core = self.core
+        if core is not None and not core.idle and not message.force:
+            directory.tell(m.PassivateRefused(self.session_id, self.generation))
             return
         if core is not None:
-            core.close_subscribers()
-            for waiter in core.waiters.values():
-                waiter.reply.fail(ShuttingDownError("the session is shutting down"))
-            core.waiters.clear()
-            self.log.info("session_passivated", forced=force)
-        bridge.tell(self.runtime.directory, m.Passivated(self.session_id))
-        bridge.stop(self.actor_ref)
+            self._run(core.passivate(ShuttingDownError("the session is shutting down")))
+            self.log.info("session_passivated", forced=message.force)
+        self.core = None
+        self.retired = True
+        directory.tell(m.Passivated(self.session_id, self.generation))
+        self.stop()
 
+    def on_reaped(self) -> None:
+        self.runtime.reaped(self)
 
-class _Gone:
-    """Self-addressed through the directory: this session could not be activated."""
-
-    request_id = None
+    def on_undelivered(self, message: Any) -> None:
+        # Left behind when this incarnation stopped: the next one takes it.
+        self.runtime.route(self.session_id, message)
 
 
 def _task_id(message: Any) -> str | None:
     if isinstance(message, m.TaskCompleted):
         return message.task.id
     return getattr(message, "task_id", None)
+
+
+_EFFECTS: dict[type, Any] = {
+    fx.Persist: SessionActor._persist,
+    fx.LoadEvents: SessionActor._load_events,
+    fx.Reserve: SessionActor._reserve,
+    fx.Release: SessionActor._release,
+    fx.Submit: SessionActor._submit,
+    fx.StopTask: SessionActor._stop_task,
+    fx.RunTurn: SessionActor._run_turn,
+    fx.Answer: SessionActor._answer,
+    fx.Refuse: SessionActor._refuse,
+    fx.Publish: SessionActor._publish,
+    fx.CloseStreams: SessionActor._close_streams,
+    fx.Later: SessionActor._later,
+    fx.Log: SessionActor._log,
+}

@@ -1,46 +1,28 @@
 """The session state machine: one conversation, its tasks and its results log.
 
-Plain Python, no threads: the pykka shell (``session.py``) feeds it one message at a
-time. Every handler persists first and only then changes memory and tells anyone
-(invariant 3): if the store write fails, nothing is visible and the caller gets the
-error.
+Pure logic: no threads, no loop, no store. :meth:`SessionCore.handle` takes a message
+and the time and returns effects (``effects.py``) for the shell to carry out. A change
+that must be durable is not applied at once: the core returns a :class:`Persist` and
+keeps a continuation; :meth:`SessionCore.resolve` applies the change once the write
+succeeded (and only then answers, publishes, wakes waiters), or handles the failure.
+The shell handles no other message of the session in between (invariant 3).
 """
 
 from __future__ import annotations
 
 import bisect
 from collections import deque
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from typing import Any
 
-import structlog
-
-from greenroom.actors import bridge
-from greenroom.actors.bridge import Reply
-from greenroom.actors.messages import (
-    Ack,
-    Cancel,
-    CancelTask,
-    GetInfo,
-    GetMessages,
-    GetResults,
-    GetTask,
-    ListTasks,
-    StartTask,
-    StartTurn,
-    Subscribe,
-    Subscriber,
-    TaskCompleted,
-    TaskStarted,
-    TurnDelta,
-    TurnDone,
-)
-from greenroom.actors.runtime import Runtime
-from greenroom.actors.scheduler import TaskSpec
+from greenroom.actors import effects as fx
+from greenroom.actors import messages as m
+from greenroom.actors.bridge import ReplyTo
 from greenroom.errors import (
+    AgentNotFoundError,
     CapacityError,
-    ShuttingDownError,
-    StoreError,
+    GreenroomError,
     TaskNotFoundError,
     TurnInProgressError,
 )
@@ -53,22 +35,26 @@ from greenroom.models import (
     EVENT_TASK_STARTED,
     TASK_KINDS,
     ChatMessage,
-    ErrorInfo,
     Event,
     SessionSnapshot,
     TaskRecord,
     TaskStatus,
+    Write,
     new_id,
-    now,
 )
+from greenroom.settings import LimitsSettings
 from greenroom.typing import AgentContext
 
-log = structlog.get_logger("greenroom")
+Effects = list[fx.Effect]
+Continuation = Callable[[Any, float], Effects]
+
+STORE_RETRY_S = 1.0
+"""How long a completion (or a turn's end) that could not be stored waits to retry."""
 
 
 @dataclass(slots=True)
 class _Waiter:
-    reply: Reply
+    reply: ReplyTo
     task_id: str | None = None  # a task waiter; else a results waiter
     after: int = 0
     limit: int = 100
@@ -76,11 +62,26 @@ class _Waiter:
 
 
 class SessionCore:
-    """State and rules of one session. ``self_ref`` is the shell's actor ref."""
+    """State and rules of one session.
 
-    def __init__(self, runtime: Runtime, snapshot: SessionSnapshot, self_ref: Any) -> None:
-        self.rt = runtime
-        self.ref = self_ref
+    Args:
+        snapshot: the session as stored.
+        limits: the configured bounds.
+        agents: the names of the agents that exist (read when a turn or task starts).
+        log_content: whether log lines may carry prompt and answer text.
+    """
+
+    def __init__(
+        self,
+        snapshot: SessionSnapshot,
+        limits: LimitsSettings,
+        agents: Collection[str],
+        *,
+        log_content: bool = False,
+    ) -> None:
+        self.limits = limits
+        self.agents = agents
+        self.log_content = log_content
         self.record = snapshot.session
         self.id = snapshot.session.id
         self.transcript = list(snapshot.messages)
@@ -90,23 +91,64 @@ class SessionCore:
         self.idem = {t.idempotency_key: t.id for t in snapshot.tasks if t.idempotency_key}
         self.last_seq = snapshot.last_seq
         self.acked_up_to = snapshot.acked_up_to
-        self.ring: deque[Event] = deque(
-            snapshot.recent_events, maxlen=runtime.settings.limits.replay_events
-        )
+        self.ring: deque[Event] = deque(snapshot.recent_events, maxlen=limits.replay_events)
         self.turn_id: str | None = None
         self.waiters: dict[str, _Waiter] = {}
-        self.subscribers: dict[str, Subscriber] = {}
-        self.log = log.bind(actor="session", session_id=self.id)
+        self.subscribers: dict[str, m.Subscriber] = {}
+        self.pending: Continuation | None = None  # waiting for an effect's outcome
+
+    # --- entry points -----------------------------------------------------------------
+
+    def handle(self, msg: Any, now: float) -> Effects:
+        """One message in, effects out. Errors meant for the caller become a Refuse.
+
+        Raises:
+            RuntimeError: a message arrived while an effect's outcome is awaited (the
+                shell must not do that), or the message type is unknown.
+        """
+        if self.pending is not None:
+            raise RuntimeError(f"session {self.id}: message while an effect is pending")
+        handler = _HANDLERS.get(type(msg))
+        if handler is None:
+            raise RuntimeError(f"unknown message {type(msg).__name__}")
+        try:
+            return handler(self, msg, now)
+        except (GreenroomError, LookupError, ValueError, TypeError) as exc:
+            reply = getattr(msg, "reply", None)
+            if reply is None:
+                raise
+            return [fx.Refuse(reply, exc)]
+
+    def resolve(self, outcome: Any, now: float) -> Effects:
+        """The outcome of the pending effect: None, a loaded value, or the exception.
+
+        Raises:
+            RuntimeError: no effect is pending.
+        """
+        step = self.pending
+        if step is None:
+            raise RuntimeError(f"session {self.id}: no effect is pending")
+        self.pending = None
+        return step(outcome, now)
+
+    def _await(self, effect: fx.Effect, then: Continuation) -> Effects:
+        self.pending = then
+        return [effect]
+
+    def _persist(self, write: Write, then: Continuation) -> Effects:
+        return self._await(fx.Persist(write), then)
 
     # --- state queries ----------------------------------------------------------------
 
     @property
     def idle(self) -> bool:
         """Nothing running, waiting or listening: safe to passivate."""
-        busy = any(not t.status.terminal for t in self.tasks.values())
-        return not (busy or self.turn_id or self.waiters or self.subscribers)
+        if self.pending is not None or self.turn_id or self.waiters or self.subscribers:
+            return False
+        return all(t.status.terminal for t in self.tasks.values())
 
     def info(self) -> dict[str, Any]:
+        """The session object of the API."""
         counts: dict[str, int] = {}
         for task in self.tasks.values():
             counts[task.status.value] = counts.get(task.status.value, 0) + 1
@@ -119,114 +161,134 @@ class SessionCore:
             "messages": len(self.transcript),
         }
 
+    def passivate(self, error: BaseException) -> Effects:
+        """Let go of everyone listening: waiters get ``error``, streams are closed."""
+        out: Effects = [fx.Refuse(w.reply, error) for w in self.waiters.values()]
+        self.waiters.clear()
+        if self.subscribers:
+            out.append(fx.CloseStreams(tuple(self.subscribers.values())))
+            self.subscribers.clear()
+        return out
+
     # --- turns ------------------------------------------------------------------------
 
-    def start_turn(self, msg: StartTurn) -> None:
-        self._check_open()
+    def _start_turn(self, msg: m.StartTurn, now: float) -> Effects:
         if self.turn_id is not None:
             raise TurnInProgressError(f"session {self.id} is already running turn {self.turn_id}")
-        _check_text("content", msg.content, self.rt.settings.limits.max_prompt_chars)
-        agent = self.rt.agent(self.record.agent)
+        _check_text("content", msg.content, self.limits.max_prompt_chars)
+        self._check_agent(self.record.agent)
         turn_id = new_id("turn")
-        user = ChatMessage("user", msg.content, now(), turn_id)
-        self.rt.store.commit(self.id, messages=[user])
-        self.transcript.append(user)
-        self.turn_id = turn_id
-        if msg.subscriber is not None:
-            self.subscribers[msg.subscriber.id] = replace(msg.subscriber, turn_id=turn_id)
-        msg.reply.send(turn_id)
-        self.log.info(
-            "turn_started",
-            turn_id=turn_id,
-            request_id=msg.request_id,
-            **self._text("content", msg.content),
-        )
-        ctx = AgentContext(session_id=self.id, turn_id=turn_id, request_id=msg.request_id)
-        history = [m.to_chat() for m in self.transcript]
-        self.rt.spawn(self.rt.run_turn(self.ref, agent, history, ctx))
+        user = ChatMessage("user", msg.content, now, turn_id)
 
-    def turn_delta(self, msg: TurnDelta) -> None:
-        if msg.turn_id == self.turn_id:
-            self._publish(
-                Event(EVENT_MESSAGE_DELTA, {"turn_id": msg.turn_id, "content": msg.chunk})
-            )
+        def stored(error: Any, now: float) -> Effects:
+            if error is not None:
+                return [fx.Refuse(msg.reply, error)]
+            self.transcript.append(user)
+            self.turn_id = turn_id
+            if msg.subscriber is not None:
+                self.subscribers[msg.subscriber.id] = replace(msg.subscriber, turn_id=turn_id)
+            ctx = AgentContext(session_id=self.id, turn_id=turn_id, request_id=msg.request_id)
+            history = [c.to_chat() for c in self.transcript]
+            fields = self._text("content", msg.content)
+            return [
+                fx.Answer(msg.reply, turn_id),
+                fx.Log("info", "turn_started", dict(turn_id=turn_id, **fields)),
+                fx.RunTurn(self.record.agent, history, ctx),
+            ]
 
-    def turn_done(self, msg: TurnDone) -> None:
+        return self._persist(Write(self.id, messages=(user,)), stored)
+
+    def _turn_delta(self, msg: m.TurnDelta, now: float) -> Effects:
         if msg.turn_id != self.turn_id:
-            return
+            return []
+        return self._publish(
+            Event(EVENT_MESSAGE_DELTA, {"turn_id": msg.turn_id, "content": msg.chunk}, ts=now)
+        )
+
+    def _turn_done(self, msg: m.TurnDone, now: float) -> Effects:
+        if msg.turn_id != self.turn_id:
+            return []
         seq = self.last_seq + 1
         data: dict[str, Any] = {"turn_id": msg.turn_id}
-        messages: list[ChatMessage] = []
+        answer = None
         if msg.content is not None:
-            answer = ChatMessage("assistant", msg.content, now(), msg.turn_id, seq)
-            messages.append(answer)
+            answer = ChatMessage("assistant", msg.content, now, msg.turn_id, seq)
             data.update(status="completed", message=answer.to_json())
         else:
             etype, emessage = msg.error or ("AgentError", "the turn failed")
             data.update(status="failed", error={"type": etype, "message": emessage})
-        event = Event(EVENT_MESSAGE_COMPLETED, data, seq)
-        self.rt.store.commit(self.id, messages=messages, events=[event])
-        self.last_seq = seq
-        self.transcript.extend(messages)
-        self.turn_id = None
-        if msg.content is not None:
-            self.log.info(
-                "turn_completed",
-                turn_id=msg.turn_id,
-                chars=len(msg.content),
-                **self._text("answer", msg.content),
-                duration_ms=msg.duration_ms,
-                seq=seq,
-            )
-        else:
-            self.log.warning(
-                "turn_failed",
-                turn_id=msg.turn_id,
-                error_type=data["error"]["type"],
-                error=data["error"]["message"],
-                duration_ms=msg.duration_ms,
-            )
-        self._publish(event)
-        for sub_id in [s.id for s in self.subscribers.values() if s.turn_id == msg.turn_id]:
-            del self.subscribers[sub_id]
+        event = Event(EVENT_MESSAGE_COMPLETED, data, seq, now)
+        write = Write(self.id, messages=(answer,) if answer else (), events=(event,))
 
-    def messages(self, msg: GetMessages) -> None:
-        msg.reply.send([m.to_json() for m in self.transcript])
+        def stored(error: Any, now: float) -> Effects:
+            if error is not None:
+                log = fx.Log(
+                    "error", "turn_store_failed", {"turn_id": msg.turn_id, "error": str(error)}
+                )
+                return [log, fx.Later(STORE_RETRY_S, msg)]
+            self.last_seq = seq
+            if answer is not None:
+                self.transcript.append(answer)
+            self.turn_id = None
+            out = [self._turn_log(msg, data, seq), *self._publish(event)]
+            for sub_id in [s.id for s in self.subscribers.values() if s.turn_id == msg.turn_id]:
+                del self.subscribers[sub_id]
+            return out
+
+        return self._persist(write, stored)
+
+    def _turn_log(self, msg: m.TurnDone, data: dict[str, Any], seq: int) -> fx.Log:
+        if msg.content is not None:
+            fields = dict(turn_id=msg.turn_id, chars=len(msg.content), seq=seq)
+            fields.update(self._text("answer", msg.content), duration_ms=msg.duration_ms)
+            return fx.Log("info", "turn_completed", fields)
+        error = data["error"]
+        fields = dict(turn_id=msg.turn_id, error_type=error["type"], error=error["message"])
+        return fx.Log("warning", "turn_failed", dict(fields, duration_ms=msg.duration_ms))
+
+    def _messages(self, msg: m.GetMessages, now: float) -> Effects:
+        return [fx.Answer(msg.reply, [c.to_json() for c in self.transcript])]
 
     # --- tasks ------------------------------------------------------------------------
 
-    def start_task(self, msg: StartTask) -> None:
-        self._check_open()
+    def _start_task(self, msg: m.StartTask, now: float) -> Effects:
         if msg.idempotency_key and msg.idempotency_key in self.idem:
             task = self.tasks[self.idem[msg.idempotency_key]]
-            self.log.info("task_idempotent_replay", task_id=task.id, request_id=msg.request_id)
-            msg.reply.send(task.to_json())
-            return
-        spec = self._new_task(msg)
-        self.rt.scheduler.reserve()
-        event = Event(EVENT_TASK_QUEUED, {"task": spec.task.to_json()}, self.last_seq + 1)
-        try:
-            self.rt.store.commit(self.id, tasks=[spec.task], events=[event])
-        except BaseException:
-            self.rt.scheduler.release()
-            raise
-        self.last_seq = event.seq or self.last_seq
-        self._remember(spec.task)
-        msg.reply.send(spec.task.to_json())
-        self.log.info(
-            "task_queued",
-            task_id=spec.task.id,
-            request_id=msg.request_id,
-            kind=spec.task.kind,
-            agent=spec.task.agent,
-            seq=event.seq,
-            **self._text("prompt", spec.task.prompt),
-        )
-        self._publish(event)
-        self.rt.scheduler.submit(TaskSpec(replace(spec.task), spec.history))
+            log = fx.Log("info", "task_idempotent_replay", {"task_id": task.id})
+            return [log, fx.Answer(msg.reply, task.to_json())]
+        task, history = self._new_task(msg, now)
 
-    def _new_task(self, msg: StartTask) -> TaskSpec:
-        limits = self.rt.settings.limits
+        def reserved(error: Any, now: float) -> Effects:
+            if error is not None:
+                return [fx.Refuse(msg.reply, error)]
+            event = Event(EVENT_TASK_QUEUED, {"task": task.to_json()}, self.last_seq + 1, now)
+            write = Write(self.id, tasks=(task,), events=(event,))
+            return self._persist(
+                write, lambda error, now: self._task_queued(msg, task, history, event, error)
+            )
+
+        return self._await(fx.Reserve(task.id), reserved)
+
+    def _task_queued(
+        self, msg: m.StartTask, task: TaskRecord, history: Any, event: Event, error: Any
+    ) -> Effects:
+        if error is not None:
+            return [fx.Release(task.id), fx.Refuse(msg.reply, error)]
+        self.last_seq = event.seq or self.last_seq
+        self.tasks[task.id] = task
+        if task.idempotency_key:
+            self.idem[task.idempotency_key] = task.id
+        fields = dict(task_id=task.id, kind=task.kind, agent=task.agent, seq=event.seq)
+        fields.update(self._text("prompt", task.prompt))
+        return [
+            fx.Answer(msg.reply, task.to_json()),
+            fx.Log("info", "task_queued", fields),
+            *self._publish(event),
+            fx.Submit(replace(task), history),
+        ]
+
+    def _new_task(self, msg: m.StartTask, now: float) -> tuple[TaskRecord, Any]:
+        limits = self.limits
         if msg.kind not in TASK_KINDS:
             raise ValueError(f"kind: must be one of {', '.join(TASK_KINDS)}, got {msg.kind!r}")
         _check_text("prompt", msg.prompt, limits.max_prompt_chars)
@@ -235,7 +297,7 @@ class SessionCore:
                 f"timeout_s: must be > 0 and <= {limits.task_timeout_s}, got {msg.timeout_s}"
             )
         agent = msg.agent or self.record.agent
-        self.rt.agent(agent)  # raises AgentNotFoundError
+        self._check_agent(agent)
         if len(self.tasks) >= limits.max_tasks_per_session:
             raise CapacityError(
                 f"session {self.id} keeps {len(self.tasks)} tasks "
@@ -248,229 +310,222 @@ class SessionCore:
             agent=agent,
             prompt=msg.prompt,
             status=TaskStatus.QUEUED,
-            created_at=now(),
+            created_at=now,
             timeout_s=msg.timeout_s,
             idempotency_key=msg.idempotency_key,
             request_id=msg.request_id,
         )
         user = {"role": "user", "content": msg.prompt}
-        history = [m.to_chat() for m in self.transcript] if msg.kind == "side" else []
-        return TaskSpec(task, [*history, user])
+        history = [c.to_chat() for c in self.transcript] if msg.kind == "side" else []
+        return task, [*history, user]
 
-    def _remember(self, task: TaskRecord) -> None:
-        self.tasks[task.id] = task
-        if task.idempotency_key:
-            self.idem[task.idempotency_key] = task.id
-
-    def task_started(self, msg: TaskStarted) -> None:
+    def _task_started(self, msg: m.TaskStarted, now: float) -> Effects:
         task = self.tasks.get(msg.task_id)
         if task is None or task.status is not TaskStatus.QUEUED:
-            return
+            return []
         started = replace(task, status=TaskStatus.RUNNING, started_at=msg.started_at)
-        event = Event(EVENT_TASK_STARTED, {"task": started.to_json()}, self.last_seq + 1)
-        self.rt.store.commit(self.id, tasks=[started], events=[event])
-        self.last_seq += 1
-        self.tasks[task.id] = started
-        self._publish(event)
+        event = Event(EVENT_TASK_STARTED, {"task": started.to_json()}, self.last_seq + 1, now)
 
-    def task_completed(self, msg: TaskCompleted) -> None:
+        def stored(error: Any, now: float) -> Effects:
+            if error is not None:  # the completion that follows records the task anyway
+                return [fx.Log("warning", "task_start_store_failed", {"task_id": task.id})]
+            if self.tasks[task.id].status is not TaskStatus.QUEUED:
+                return []
+            self.last_seq = event.seq or self.last_seq
+            self.tasks[task.id] = started
+            return self._publish(event)
+
+        return self._persist(Write(self.id, tasks=(started,), events=(event,)), stored)
+
+    def _task_completed(self, msg: m.TaskCompleted, now: float) -> Effects:
         done = msg.task
         task = self.tasks.get(done.id)
         if task is None:
-            self.log.warning("completion_for_unknown_task", task_id=done.id)
-            return
+            return [fx.Log("warning", "completion_for_unknown_task", {"task_id": done.id})]
         if task.status.terminal:
-            self.log.info("duplicate_completion_ignored", task_id=done.id, status=done.status.value)
-            return
+            fields = {"task_id": done.id, "status": done.status.value}
+            return [fx.Log("info", "duplicate_completion_ignored", fields)]
         seq = self.last_seq + 1
         final = replace(
             task,
             status=done.status,
             content=done.content,
             error=done.error,
-            finished_at=done.finished_at or now(),
+            finished_at=done.finished_at or now,
             seq=seq,
             started_at=done.started_at or task.started_at,
         )
-        event = Event(EVENT_TASK_COMPLETED, final.completion().to_json(), seq)
-        try:
-            self.rt.store.commit(self.id, tasks=[final], events=[event])
-        except StoreError as exc:
-            # The completion must not be lost: keep retrying until the store takes it.
-            self.log.error("completion_store_failed", task_id=done.id, error=str(exc))
-            self.rt.call_later(1.0, self.id, msg)
-            return
-        self.last_seq = seq
-        self.tasks[task.id] = final
-        self.result_seqs.append(seq)
-        self.by_seq[seq] = task.id
-        self.log.info(
-            "completion_recorded",
-            task_id=task.id,
-            status=final.status.value,
-            seq=seq,
-            **self._text("content", final.content or ""),
-            request_id=msg.request_id,
-        )
-        self._publish(event)
-        self._wake(task.id)
+        event = Event(EVENT_TASK_COMPLETED, final.completion().to_json(), seq, now)
 
-    def get_task(self, msg: GetTask) -> None:
+        def stored(error: Any, now: float) -> Effects:
+            if error is not None:
+                # The completion must not be lost: retry until the store takes it.
+                fields = {"task_id": done.id, "error": str(error)}
+                return [
+                    fx.Log("error", "completion_store_failed", fields),
+                    fx.Later(STORE_RETRY_S, msg),
+                ]
+            self.last_seq = seq
+            self.tasks[task.id] = final
+            self.result_seqs.append(seq)
+            self.by_seq[seq] = task.id
+            recorded: dict[str, Any] = dict(task_id=task.id, status=final.status.value, seq=seq)
+            recorded.update(self._text("content", final.content or ""))
+            recorded["request_id"] = msg.request_id
+            return [
+                fx.Log("info", "completion_recorded", recorded),
+                *self._publish(event),
+                *self._wake(task.id),
+            ]
+
+        return self._persist(Write(self.id, tasks=(final,), events=(event,)), stored)
+
+    def _get_task(self, msg: m.GetTask, now: float) -> Effects:
         task = self._task(msg.task_id)
         if msg.wait and not task.status.terminal and msg.waiter_id:
             self.waiters[msg.waiter_id] = _Waiter(
                 msg.reply, task_id=task.id, request_id=msg.request_id
             )
-            return
-        self.log.info(
-            "task_read", task_id=task.id, status=task.status.value, request_id=msg.request_id
-        )
-        msg.reply.send(task.to_json())
+            return []
+        return self._task_answer(msg.reply, task, msg.request_id)
 
-    def list_tasks(self, msg: ListTasks) -> None:
-        msg.reply.send([t.to_json() for t in self.tasks.values()])
+    def _task_answer(self, reply: ReplyTo, task: TaskRecord, request_id: str | None) -> Effects:
+        fields = {"task_id": task.id, "status": task.status.value, "request_id": request_id}
+        return [fx.Log("info", "task_read", fields), fx.Answer(reply, task.to_json())]
 
-    def cancel_task(self, msg: CancelTask) -> None:
+    def _list_tasks(self, msg: m.ListTasks, now: float) -> Effects:
+        return [fx.Answer(msg.reply, [t.to_json() for t in self.tasks.values()])]
+
+    def _cancel_task(self, msg: m.CancelTask, now: float) -> Effects:
         task = self._task(msg.task_id)
         if task.status.terminal:
-            msg.reply.send(task.to_json())
-            return
-        retry = isinstance(msg.reply, _Sink)
-        if not retry:
-            self.log.info("task_cancel_requested", task_id=task.id, request_id=msg.request_id)
-            # Answer once the completion is recorded, so the caller sees the final status.
-            self.waiters[new_id("w")] = _Waiter(
-                msg.reply, task_id=task.id, request_id=msg.request_id
-            )
-        if self.rt.scheduler.dequeue(task.id):
-            cancelled = replace(
-                task,
-                status=TaskStatus.CANCELLED,
-                finished_at=now(),
-                error=ErrorInfo("Cancelled", "cancelled before it started"),
-            )
-            self.task_completed(TaskCompleted(cancelled, msg.request_id))
-            return
-        ref = self.rt.scheduler.actor_for(task.id)
-        if ref is not None:
-            bridge.tell(ref, Cancel(msg.request_id))
-        else:
-            # Its actor is being started right now: try again in a moment.
-            self.rt.call_later(0.01, self.id, CancelTask(task.id, _Sink(), msg.request_id))
+            return [fx.Answer(msg.reply, task.to_json())]
+        # Answer once the completion is recorded, so the caller sees the final status.
+        self.waiters[new_id("w")] = _Waiter(msg.reply, task_id=task.id, request_id=msg.request_id)
+        return [
+            fx.Log("info", "task_cancel_requested", {"task_id": task.id}),
+            fx.StopTask(task.id, msg.request_id),
+        ]
 
     # --- results ----------------------------------------------------------------------
 
-    def get_results(self, msg: GetResults) -> None:
+    def _get_results(self, msg: m.GetResults, now: float) -> Effects:
         found = self._results_after(msg.after, msg.limit)
         if not found and msg.wait and msg.waiter_id:
             self.waiters[msg.waiter_id] = _Waiter(
                 msg.reply, after=msg.after, limit=msg.limit, request_id=msg.request_id
             )
-            return
-        self._send_results(msg.reply, found, msg.after, msg.request_id)
+            return []
+        return self._results_answer(msg.reply, found, msg.after, msg.request_id)
 
     def _results_after(self, after: int, limit: int) -> list[Any]:
         start = bisect.bisect_right(self.result_seqs, after)
         seqs = self.result_seqs[start : start + limit]
         return [self.tasks[self.by_seq[s]].completion() for s in seqs]
 
-    def _send_results(
-        self, reply: Reply, found: list[Any], after: int, request_id: str | None
-    ) -> None:
-        self.log.info(
-            "results_read",
-            after=after,
-            count=len(found),
-            seqs=[c.seq for c in found],
-            request_id=request_id,
-        )
-        reply.send(found)
+    def _results_answer(
+        self, reply: ReplyTo, found: list[Any], after: int, request_id: str | None
+    ) -> Effects:
+        fields = dict(after=after, count=len(found), seqs=[c.seq for c in found])
+        return [
+            fx.Log("info", "results_read", dict(fields, request_id=request_id)),
+            fx.Answer(reply, found),
+        ]
 
-    def drop_waiter(self, waiter_id: str) -> None:
-        self.waiters.pop(waiter_id, None)
+    def _drop_waiter(self, msg: m.DropWaiter, now: float) -> Effects:
+        self.waiters.pop(msg.waiter_id, None)
+        return []
 
-    def ack(self, msg: Ack) -> None:
+    def _ack(self, msg: m.Ack, now: float) -> Effects:
         if msg.up_to < 0 or msg.up_to > self.last_seq:
             raise ValueError(
                 f"up_to: must be between 0 and the session's last seq "
                 f"{self.last_seq}, got {msg.up_to}"
             )
-        if msg.up_to > self.acked_up_to:
-            self.rt.store.commit(self.id, acked_up_to=msg.up_to)
-            self.acked_up_to = msg.up_to
-        self.log.info("results_acked", up_to=msg.up_to, request_id=msg.request_id)
-        msg.reply.send(self.acked_up_to)
+        log = fx.Log("info", "results_acked", {"up_to": msg.up_to})
+        if msg.up_to <= self.acked_up_to:
+            return [log, fx.Answer(msg.reply, self.acked_up_to)]
 
-    def _wake(self, task_id: str) -> None:
+        def stored(error: Any, now: float) -> Effects:
+            if error is not None:
+                return [fx.Refuse(msg.reply, error)]
+            self.acked_up_to = max(self.acked_up_to, msg.up_to)
+            return [log, fx.Answer(msg.reply, self.acked_up_to)]
+
+        return self._persist(Write(self.id, acked_up_to=msg.up_to), stored)
+
+    def _wake(self, task_id: str) -> Effects:
+        out: Effects = []
         for waiter_id, waiter in list(self.waiters.items()):
             if waiter.task_id == task_id:
                 del self.waiters[waiter_id]
-                self.log.info(
-                    "task_read",
-                    task_id=task_id,
-                    request_id=waiter.request_id,
-                    status=self.tasks[task_id].status.value,
-                )
-                waiter.reply.send(self.tasks[task_id].to_json())
+                out += self._task_answer(waiter.reply, self.tasks[task_id], waiter.request_id)
             elif waiter.task_id is None:
                 found = self._results_after(waiter.after, waiter.limit)
                 if found:
                     del self.waiters[waiter_id]
-                    self._send_results(waiter.reply, found, waiter.after, waiter.request_id)
+                    out += self._results_answer(
+                        waiter.reply, found, waiter.after, waiter.request_id
+                    )
+        return out
 
     # --- events -----------------------------------------------------------------------
 
-    def subscribe(self, msg: Subscribe) -> None:
+    def _subscribe(self, msg: m.Subscribe, now: float) -> Effects:
+        after = msg.after
+        if after is None or after >= self.last_seq:
+            return self._subscribed(msg, [])
+        ring = self.ring
+        if ring and ring[0].seq is not None and ring[0].seq <= after + 1:
+            return self._subscribed(msg, [e for e in ring if e.seq is not None and e.seq > after])
+
+        def loaded(outcome: Any, now: float) -> Effects:
+            if isinstance(outcome, BaseException):
+                return [fx.Refuse(msg.reply, outcome)]
+            first, events = outcome
+            if first is None or first > after + 1:
+                gap = Event(
+                    "stream.gap",
+                    {
+                        "after": after,
+                        "first_available": first,
+                        "message": "events before first_available were pruned",
+                    },
+                    ts=now,
+                )
+                events = [gap, *events]
+            return self._subscribed(msg, events)
+
+        return self._await(fx.LoadEvents(after, self.limits.replay_events), loaded)
+
+    def _subscribed(self, msg: m.Subscribe, replay: list[Event]) -> Effects:
         sub = msg.subscriber
-        replay: list[Event] = []
-        if msg.after is not None and msg.after < self.last_seq:
-            replay = self._replay_after(msg.after)
-        for event in replay:
-            bridge.post_to_queue(sub.loop, sub.stream.deliver, event)
         self.subscribers[sub.id] = sub
-        msg.reply.send(self.last_seq)
+        out: Effects = [fx.Publish(event, (sub,)) for event in replay]
+        out.append(fx.Answer(msg.reply, self.last_seq))
+        return out
 
-    def _replay_after(self, after: int) -> list[Event]:
-        if self.ring and self.ring[0].seq is not None and self.ring[0].seq <= after + 1:
-            return [e for e in self.ring if e.seq is not None and e.seq > after]
-        limit = self.rt.settings.limits.replay_events
-        first = self.rt.store.first_seq(self.id)
-        events = self.rt.store.events_after(self.id, after, limit)
-        if first is None or first > after + 1:
-            gap = Event(
-                "stream.gap",
-                {
-                    "after": after,
-                    "first_available": first,
-                    "message": "events before first_available were pruned",
-                },
-            )
-            return [gap, *events]
-        return events
+    def _unsubscribe(self, msg: m.Unsubscribe, now: float) -> Effects:
+        self.subscribers.pop(msg.subscriber_id, None)
+        return []
 
-    def unsubscribe(self, subscriber_id: str) -> None:
-        self.subscribers.pop(subscriber_id, None)
-
-    def _publish(self, event: Event) -> None:
+    def _publish(self, event: Event) -> Effects:
         if event.seq is not None:
             self.ring.append(event)
         turn_id = event.data.get("turn_id")
-        for sub in list(self.subscribers.values()):
-            if sub.turn_id is not None and sub.turn_id != turn_id:
-                continue
-            if not bridge.post_to_queue(sub.loop, sub.stream.deliver, event):
-                self.subscribers.pop(sub.id, None)
+        subs = tuple(
+            s for s in self.subscribers.values() if s.turn_id is None or s.turn_id == turn_id
+        )
+        return [fx.Publish(event, subs)] if subs else []
 
-    def close_subscribers(self) -> None:
-        for sub in self.subscribers.values():
-            bridge.post_to_queue(sub.loop, sub.stream.close)
-        self.subscribers.clear()
+    def _info(self, msg: m.GetInfo, now: float) -> Effects:
+        return [fx.Answer(msg.reply, self.info())]
 
     # --- helpers ----------------------------------------------------------------------
 
     def _text(self, key: str, text: str) -> dict[str, Any]:
         """Prompt/answer text for a log line: the text itself only with log_content."""
-        return content_fields(text, self.rt.settings.logging.log_content, key)
+        return content_fields(text, self.log_content, key)
 
     def _task(self, task_id: str) -> TaskRecord:
         task = self.tasks.get(task_id)
@@ -478,22 +533,30 @@ class SessionCore:
             raise TaskNotFoundError(f"session {self.id} has no task {task_id!r}")
         return task
 
-    def _check_open(self) -> None:
-        if self.rt.closing:
-            raise ShuttingDownError("greenroom is shutting down; no new work is accepted")
-
-    def info_message(self, msg: GetInfo) -> None:
-        msg.reply.send(self.info())
+    def _check_agent(self, name: str) -> None:
+        if name not in self.agents:
+            known = ", ".join(sorted(self.agents)) or "none"
+            raise AgentNotFoundError(f"unknown agent {name!r} (known: {known})")
 
 
-class _Sink:
-    """A reply nobody awaits (internal retries)."""
-
-    def send(self, value: Any) -> None:
-        pass
-
-    def fail(self, error: BaseException) -> None:
-        pass
+_HANDLERS: dict[type, Callable[[SessionCore, Any, float], Effects]] = {
+    m.GetInfo: SessionCore._info,
+    m.StartTurn: SessionCore._start_turn,
+    m.TurnDelta: SessionCore._turn_delta,
+    m.TurnDone: SessionCore._turn_done,
+    m.GetMessages: SessionCore._messages,
+    m.StartTask: SessionCore._start_task,
+    m.TaskStarted: SessionCore._task_started,
+    m.TaskCompleted: SessionCore._task_completed,
+    m.GetTask: SessionCore._get_task,
+    m.ListTasks: SessionCore._list_tasks,
+    m.CancelTask: SessionCore._cancel_task,
+    m.GetResults: SessionCore._get_results,
+    m.DropWaiter: SessionCore._drop_waiter,
+    m.Ack: SessionCore._ack,
+    m.Subscribe: SessionCore._subscribe,
+    m.Unsubscribe: SessionCore._unsubscribe,
+}
 
 
 def _check_text(name: str, value: Any, max_chars: int) -> None:
@@ -507,4 +570,4 @@ def _check_text(name: str, value: Any, max_chars: int) -> None:
         )
 
 
-__all__ = ["SessionCore"]
+__all__ = ["STORE_RETRY_S", "SessionCore"]

@@ -1,22 +1,24 @@
 """The task actor: one background task, exactly one completion, whatever happens.
 
-It runs the agent on the shared loop, enforces the timeout with a loop timer, honours
-cancel, and sends one ``TaskCompleted`` to its parent session through the directory:
-on success, agent exception, timeout, cancel, crash of the actor itself (``on_failure``)
+It runs the agent as an asyncio task on the loop, enforces the timeout with a loop
+timer, honours cancel, and sends one ``TaskCompleted`` to its parent session: on
+success, agent exception, timeout, cancel, crash of the actor itself (``on_failure``)
 and shutdown (``Interrupt`` or ``on_stop``). Late agent output after it ended is dropped.
+
+Failure policy: a crash in a handler stops the actor (pykka's rule); ``on_failure``
+still sends the one completion, as ``failed`` with ``ActorCrashed``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from greenroom.actors import bridge
+from greenroom.actors.dispatch import LoopActor
 from greenroom.actors.messages import (
     AgentOutcome,
     Cancel,
@@ -25,24 +27,29 @@ from greenroom.actors.messages import (
     TaskStarted,
     Timeout,
 )
-from greenroom.actors.runtime import Runtime
 from greenroom.actors.scheduler import TaskSpec
 from greenroom.models import ErrorInfo, TaskStatus, now
 from greenroom.typing import AgentContext
 
+if TYPE_CHECKING:
+    from greenroom.actors.runtime import Runtime
+
 log = structlog.get_logger("greenroom")
 
 
-class TaskActor(bridge.LoopSafeActor):
+class TaskActor(LoopActor):
     """Runs one task. Started by the scheduler; stops itself once it has reported."""
 
     def __init__(self, runtime: Runtime, spec: TaskSpec) -> None:
-        super().__init__()
+        super().__init__(runtime.loop)
+        runtime.started(self, "task")
         self.runtime = runtime
         self.task = replace(spec.task)
         self.history = spec.history
         self.done = False
-        self.future: concurrent.futures.Future[str] | None = None
+        self.reported = False
+        self.job: asyncio.Task[str] | None = None
+        self.timer: asyncio.TimerHandle | None = None
         self.log = log.bind(
             actor="task",
             task_id=self.task.id,
@@ -59,34 +66,36 @@ class TaskActor(bridge.LoopSafeActor):
             self._finish(TaskStatus.FAILED, error=ErrorInfo("ActorCrashed", str(exc)))
 
     def _begin(self) -> None:
+        rt = self.runtime
         self.task.started_at = now()
         self.task.status = TaskStatus.RUNNING
-        self.runtime.route(self.task.session_id, TaskStarted(self.task.id, self.task.started_at))
+        rt.route(self.task.session_id, TaskStarted(self.task.id, self.task.started_at))
         self.log.info("task_started", agent=self.task.agent, kind=self.task.kind)
         try:
-            agent = self.runtime.agent(self.task.agent)
+            agent = rt.agent(self.task.agent)
         except Exception as exc:
             self._finish(TaskStatus.FAILED, error=ErrorInfo.from_exception(exc))
             return
         ctx = AgentContext(
             session_id=self.task.session_id, task_id=self.task.id, request_id=self.task.request_id
         )
-        timeout_s = self.task.timeout_s or self.runtime.settings.limits.task_timeout_s
-        self.future = asyncio.run_coroutine_threadsafe(
-            _run_agent(self.actor_ref, agent.complete(self.history, ctx), timeout_s),
-            self.runtime.loop,
-        )
-        self.future.add_done_callback(self._on_future_done)
+        timeout_s = self.task.timeout_s or rt.settings.limits.task_timeout_s
+        self.job = rt.loop.create_task(_complete(agent.complete(self.history, ctx)))
+        self.job.add_done_callback(self._on_job_done)
+        self.timer = rt.loop.call_later(timeout_s, self._tell, Timeout())
         self.history = []  # the agent holds its copy; free ours
 
-    def _on_future_done(self, future: concurrent.futures.Future[str]) -> None:
-        # Runs on the loop's thread when the agent coroutine ends.
-        if future.cancelled():
-            bridge.tell(self.actor_ref, AgentOutcome(None, None, cancelled=True))
-        elif (exc := future.exception()) is not None:
-            bridge.tell(self.actor_ref, AgentOutcome(None, exc))
+    def _tell(self, message: Any) -> None:
+        if self.actor_ref.is_alive():
+            self.actor_ref.tell(message)
+
+    def _on_job_done(self, job: asyncio.Task[str]) -> None:
+        if job.cancelled():
+            self._tell(AgentOutcome(None, None, cancelled=True))
+        elif (exc := job.exception()) is not None:
+            self._tell(AgentOutcome(None, exc))
         else:
-            bridge.tell(self.actor_ref, AgentOutcome(future.result(), None))
+            self._tell(AgentOutcome(job.result(), None))
 
     def on_receive(self, message: Any) -> Any:
         started = time.perf_counter()
@@ -107,6 +116,8 @@ class TaskActor(bridge.LoopSafeActor):
                 TaskStatus.INTERRUPTED,
                 error=ErrorInfo("Interrupted", f"interrupted: {message.reason}"),
             )
+        else:
+            return super().on_receive(message)
         self.log.debug(
             "actor_message",
             msg=type(message).__name__,
@@ -133,26 +144,31 @@ class TaskActor(bridge.LoopSafeActor):
         if self.done:
             return
         self.done = True
-        if self.future is not None and not self.future.done():
-            self.future.cancel()  # late output is discarded by the `done` guard
-        self.task.status = status
-        self.task.content = content
-        self.task.error = error
-        self.task.finished_at = now()
-        # Route before freeing the slot: shutdown waits for the scheduler to be idle and
-        # then passivates sessions, which must come after this completion in the
-        # directory's inbox.
-        self.runtime.route(
-            self.task.session_id, TaskCompleted(replace(self.task), self.task.request_id)
-        )
-        self.runtime.scheduler.finished(self.task.id)
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.job is not None and not self.job.done():
+            self.job.cancel()  # late output is discarded by the `done` guard
+        task = self.task
+        task.status, task.content, task.error = status, content, error
+        task.finished_at = now()
+        self._report()
         self.log.info(
             "task_finished",
             status=status.value,
             error_type=error.type if error else None,
-            duration_ms=round((self.task.finished_at - (self.task.started_at or 0)) * 1000, 3),
+            duration_ms=round((task.finished_at - (task.started_at or 0)) * 1000, 3),
         )
-        bridge.stop(self.actor_ref)
+        self.stop()
+
+    def _report(self) -> None:
+        # Route before freeing the slot: shutdown waits for the scheduler to be idle and
+        # then passivates sessions, which must come after this completion.
+        # `reported` is set only once the completion is on its way, so a failure here
+        # leaves on_failure able to send it.
+        task = self.task
+        self.runtime.route(task.session_id, TaskCompleted(replace(task), task.request_id))
+        self.reported = True
+        self.runtime.scheduler.finished(task.id)
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         # A crash in a handler: pykka stops the actor; the parent must still hear of it.
@@ -161,19 +177,31 @@ class TaskActor(bridge.LoopSafeActor):
             error_type=getattr(exception_type, "__name__", "?"),
             error=str(exception_value),
         )
-        self._finish(TaskStatus.FAILED, error=ErrorInfo("ActorCrashed", str(exception_value)))
+        self._ensure_reported(ErrorInfo("ActorCrashed", str(exception_value)))
 
     def on_stop(self) -> None:
         # Stopped from outside (shutdown) before it ended: still exactly one completion.
-        self._finish(TaskStatus.INTERRUPTED, error=ErrorInfo("Interrupted", "task actor stopped"))
+        if not self.done:
+            self._finish(
+                TaskStatus.INTERRUPTED, error=ErrorInfo("Interrupted", "task actor stopped")
+            )
+
+    def _ensure_reported(self, error: ErrorInfo) -> None:
+        if self.reported:
+            return
+        if self.job is not None and not self.job.done():
+            self.job.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
+        self.done = True
+        self.task.status, self.task.error = TaskStatus.FAILED, error
+        self.task.content, self.task.finished_at = None, now()
+        self._report()
+
+    def on_reaped(self) -> None:
+        self.runtime.reaped(self)
 
 
-async def _run_agent(ref: Any, work: Any, timeout_s: float) -> str:
-    """Run the agent call on the loop; a loop timer tells the actor when time is up."""
-    loop = asyncio.get_running_loop()
-    timer = loop.call_later(timeout_s, bridge.tell, ref, Timeout())
-    try:
-        result: str = await work
-        return result
-    finally:
-        timer.cancel()
+async def _complete(work: Any) -> str:
+    result: str = await work
+    return result

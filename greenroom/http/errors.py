@@ -23,6 +23,7 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (e.ConflictError, 409),
     (e.CapacityError, 429),
     (e.ShuttingDownError, 503),
+    (e.NotRunningError, 503),
     (e.StoreError, 503),
     (e.ConfigError, 400),
     (ValueError, 400),
@@ -93,8 +94,6 @@ def _http_message(request: web.Request, exc: web.HTTPException) -> str:
 
 
 def _domain_error(request: web.Request, exc: Exception) -> web.Response:
-    if _lost_to_shutdown(request, exc):
-        return error_response(503, e.ShuttingDownError.code, "greenroom is shutting down")
     for cls, status in _STATUS:
         if isinstance(exc, cls):
             code = getattr(exc, "code", None) or _HTTP_CODES.get(status, "error")
@@ -116,19 +115,4 @@ def _domain_error(request: web.Request, exc: Exception) -> web.Response:
         500,
         "internal_error",
         "an unexpected error occurred; see the server log for this request id",
-    )
-
-
-def _lost_to_shutdown(request: web.Request, exc: Exception) -> bool:
-    """An in-flight call that failed because shutdown stopped its session or actor.
-
-    Passivation for shutdown fails parked waiters with ``SessionNotFoundError`` and a
-    stopped directory raises ``RuntimeError``; neither is the client's fault.
-    """
-    if not shutting_down(request.app):
-        return False
-    if isinstance(exc, e.ConflictError | e.CapacityError):
-        return False
-    return isinstance(exc, e.NotFoundError | e.ShuttingDownError) or (
-        isinstance(exc, RuntimeError) and not isinstance(exc, e.GreenroomError)
     )

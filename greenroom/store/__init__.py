@@ -25,7 +25,10 @@ def open_store(settings: Settings) -> Store:
 
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
         store = SqliteStore(
-            Path(settings.data_dir) / "greenroom.db", synchronous=settings.store.synchronous
+            Path(settings.data_dir) / "greenroom.db",
+            synchronous=settings.store.synchronous,
+            read_pool_size=settings.store.read_pool_size,
+            read_idle_s=settings.store.read_idle_s,
         )
     else:
         from greenroom.errors import ConfigError

@@ -4,11 +4,11 @@ the process."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from greenroom.errors import StoreError
-from greenroom.models import ChatMessage, Event, SessionRecord, SessionSnapshot, TaskRecord
+from greenroom.models import ChatMessage, Event, SessionRecord, SessionSnapshot, TaskRecord, Write
 
 
 @dataclass(slots=True)
@@ -25,8 +25,11 @@ class MemoryStore:
     """Implements :class:`greenroom.typing.Store` in memory; thread-safe.
 
     Records are copied on the way in and out, so a caller mutating a ``TaskRecord``
-    after ``commit`` cannot change what is stored.
+    after ``commit`` cannot change what is stored. Every call is fast and never waits
+    on I/O, so the runtime calls it on the event loop (``inline``).
     """
+
+    inline = True
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -70,6 +73,22 @@ class MemoryStore:
                 stored.last_seq = max(stored.last_seq, event.seq or 0)
             if acked_up_to is not None:
                 stored.acked_up_to = max(stored.acked_up_to, acked_up_to)
+
+    def write(self, write: Write, done: Callable[[BaseException | None], None]) -> None:
+        """See :meth:`greenroom.typing.Store.write`; ``done`` is called before returning."""
+        try:
+            self.commit(
+                write.session_id,
+                session=write.session,
+                messages=write.messages,
+                tasks=write.tasks,
+                events=write.events,
+                acked_up_to=write.acked_up_to,
+            )
+        except StoreError as exc:
+            done(exc)
+        else:
+            done(None)
 
     def load_session(self, session_id: str, *, recent_events: int) -> SessionSnapshot | None:
         """See :meth:`greenroom.typing.Store.load_session`."""

@@ -1,24 +1,28 @@
 """The SQLite store (the default): WAL mode, versioned schema, group commit.
 
-Writes from many actor threads go through one writer thread that owns the write
-connection. It drains whatever is queued, writes the whole batch in one transaction and
-commits once, then wakes each caller — so durability costs one fsync per batch, not per
-write. If a batch fails, its writes are retried one by one so a bad write cannot fail
-its neighbours. Reads use a small pool of connections and never wait for the writer
-(WAL). Every sqlite error reaches the caller as :class:`~greenroom.errors.StoreError`;
-the writer survives it, so the store works again once the fault clears.
+Writes go through one writer thread that owns the write connection: ``write`` only
+queues (the event loop calls it) and the writer reports through a callback. It drains
+whatever is queued, writes the whole batch in one transaction and commits once, then
+reports to each caller — so durability costs one fsync per batch, not per write. If a
+batch fails, its writes are retried one by one so a bad write cannot fail its
+neighbours. Reads use a bounded pool of connections (idle ones are closed) and never
+wait for the writer (WAL). Every sqlite error reaches the caller as
+:class:`~greenroom.errors.StoreError`; the writer survives it, so the store works again
+once the fault clears.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,7 @@ from greenroom.models import (
     SessionSnapshot,
     TaskRecord,
     TaskStatus,
+    Write,
 )
 
 MIGRATIONS: tuple[str, ...] = (
@@ -64,13 +69,8 @@ _BATCH_MAX = 512
 
 @dataclass(slots=True)
 class _Write:
-    session_id: str
-    session: SessionRecord | None
-    messages: Sequence[ChatMessage]
-    tasks: Sequence[TaskRecord]
-    events: Sequence[Event]
-    acked_up_to: int | None
-    done: threading.Event = field(default_factory=threading.Event)
+    write: Write
+    done: Callable[[BaseException | None], None]
     error: StoreError | None = None
 
 
@@ -82,11 +82,15 @@ class SqliteStore:
         synchronous: ``"NORMAL"`` (durable across process crashes in WAL mode) or
             ``"FULL"`` (across power loss too).
         busy_timeout_ms: how long a write waits for a lock held by another connection.
+        read_pool_size: read connections open at most; a read beyond waits its turn.
+        read_idle_s: a pooled read connection unused this long is closed.
 
     Attributes:
         batches: transactions the writer has committed (group commit makes this smaller
             than the number of ``commit`` calls under concurrency).
     """
+
+    inline = False  # every read may wait on the disk: the runtime calls it off the loop
 
     def __init__(
         self,
@@ -94,15 +98,20 @@ class SqliteStore:
         *,
         synchronous: str = "NORMAL",
         busy_timeout_ms: int = 5000,
+        read_pool_size: int = 4,
+        read_idle_s: float = 30.0,
     ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous: must be 'NORMAL' or 'FULL', got {synchronous!r}")
+        if read_pool_size < 1:
+            raise ValueError(f"read_pool_size: must be >= 1, got {read_pool_size}")
         self.path = Path(path)
         self.synchronous = synchronous
         self.busy_timeout_ms = busy_timeout_ms
+        self.read_idle_s = read_idle_s
         self.batches = 0
         self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
-        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._pool = _ReadPool(self._connect, read_pool_size, read_idle_s)
         self._writer: threading.Thread | None = None
         self._closed = False
 
@@ -141,11 +150,15 @@ class SqliteStore:
         if self._writer is not None:
             self._queue.put(None)
             self._writer.join()
-        while True:
-            try:
-                self._readers.get_nowait().close()
-            except queue.Empty:
-                break
+        self._pool.close()
+
+    def read_connections(self) -> int:
+        """Read connections open now (pooled or in use)."""
+        return self._pool.open
+
+    def trim_idle(self) -> int:
+        """Close read connections unused for ``read_idle_s``; returns how many."""
+        return self._pool.trim()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -170,15 +183,8 @@ class SqliteStore:
     def _reader(self, operation: str) -> Iterator[sqlite3.Connection]:
         if self._closed:
             raise StoreError(f"{operation}: the store {self.path} is closed")
-        with self._errors(operation):
-            try:
-                conn = self._readers.get_nowait()
-            except queue.Empty:
-                conn = self._connect()
-            try:
-                yield conn
-            finally:
-                self._readers.put(conn)
+        with self._errors(operation), self._pool.connection() as conn:
+            yield conn
 
     def check(self) -> None:
         """Raise StoreError unless the database can be read and written.
@@ -218,13 +224,31 @@ class SqliteStore:
         Raises:
             StoreError: the write failed (nothing of it was written) or the store is closed.
         """
+        finished = threading.Event()
+        errors: list[BaseException] = []
+
+        def done(error: BaseException | None) -> None:
+            if error is not None:
+                errors.append(error)
+            finished.set()
+
+        write = Write(
+            session_id, session, tuple(messages), tuple(tasks), tuple(events), acked_up_to
+        )
+        self.write(write, done)
+        finished.wait()
+        if errors:
+            raise errors[0]
+
+    def write(self, write: Write, done: Callable[[BaseException | None], None]) -> None:
+        """See :meth:`greenroom.typing.Store.write`: queues for the writer thread.
+
+        Raises:
+            StoreError: the store is not open (nothing was queued).
+        """
         if self._closed or self._writer is None:
-            raise StoreError(f"commit: the store {self.path} is not open")
-        write = _Write(session_id, session, list(messages), list(tasks), list(events), acked_up_to)
-        self._queue.put(write)
-        write.done.wait()
-        if write.error is not None:
-            raise write.error
+            raise StoreError(f"write: the store {self.path} is not open")
+        self._queue.put(_Write(write, done))
 
     def _write_loop(self) -> None:
         conn = self._connect()
@@ -274,14 +298,15 @@ class SqliteStore:
             for write in batch:
                 write.error = StoreError(f"commit failed on {self.path}: {exc!r}")
         for write in batch:
-            write.done.set()
+            with contextlib.suppress(Exception):  # a caller's callback must not kill the writer
+                write.done(write.error)
         return all(write.error is None for write in batch)
 
     def _transaction(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for write in batch:
-                _apply(conn, write)
+                _apply(conn, write.write)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -385,7 +410,7 @@ class SqliteStore:
             return int(conn.execute("SELECT count(*) FROM sessions").fetchone()[0])
 
 
-def _apply(conn: sqlite3.Connection, write: _Write) -> None:
+def _apply(conn: sqlite3.Connection, write: Write) -> None:
     sid = write.session_id
     if write.session is not None:
         rec = write.session
@@ -458,3 +483,61 @@ def _task(r: Sequence[Any]) -> TaskRecord:
 
 def _event(r: Sequence[Any]) -> Event:
     return Event(type=r[1], data=json.loads(r[3]), seq=r[0], ts=r[2])
+
+
+class _ReadPool:
+    """At most ``size`` read connections; one idle for ``idle_s`` is closed on next use.
+
+    Reads run on executor threads, so waiting for a free connection is fine there.
+    """
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], size: int, idle_s: float) -> None:
+        self._connect = connect
+        self._slots = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self._idle: list[tuple[float, sqlite3.Connection]] = []  # newest last
+        self._idle_s = idle_s
+        self.open = 0
+
+    @contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        with self._slots:
+            conn = self._take()
+            try:
+                yield conn
+            finally:
+                with self._lock:
+                    self._idle.append((time.monotonic(), conn))
+
+    def trim(self) -> int:
+        """Close the connections idle for longer than ``idle_s``."""
+        with self._lock:
+            cutoff = time.monotonic() - self._idle_s
+            stale = [conn for used, conn in self._idle if used < cutoff]
+            self._idle = [(used, conn) for used, conn in self._idle if used >= cutoff]
+            self.open -= len(stale)
+        for old in stale:
+            old.close()
+        return len(stale)
+
+    def _take(self) -> sqlite3.Connection:
+        self.trim()
+        with self._lock:
+            conn = self._idle.pop()[1] if self._idle else None
+            if conn is None:
+                self.open += 1
+        if conn is None:
+            try:
+                conn = self._connect()
+            except BaseException:
+                with self._lock:
+                    self.open -= 1
+                raise
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+            self.open -= len(idle)
+        for _, conn in idle:
+            conn.close()

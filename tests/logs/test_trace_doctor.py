@@ -75,7 +75,7 @@ async def _scenario(tmp_path: Path, log_path: Path, *, stuck: bool) -> dict[str,
         await client.close()
         if not stuck:
             await orch.stop()
-    flush_logging()
+    await asyncio.to_thread(flush_logging)  # it waits for the log writer: off the loop
     if stuck:  # the process "crashed": cut the log mid-line, then stop for the test's sake
         text = log_path.read_text()
         log_path.write_text(text + '{"event": "task_fini')
@@ -88,7 +88,7 @@ async def test_trace_tells_the_whole_story_of_a_request(
     tmp_path: Path, log_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ids = await _scenario(tmp_path, log_path, stuck=False)
-    assert trace_main(["req-start", "--log", str(log_path)]) == 0
+    assert await asyncio.to_thread(trace_main, ["req-start", "--log", str(log_path)]) == 0
     out = capsys.readouterr().out
     order = [
         "request_started",
@@ -103,11 +103,11 @@ async def test_trace_tells_the_whole_story_of_a_request(
     assert positions == sorted(positions), out
     assert f"verdict: task {ids['task']} completed in" in out
     assert "result read 2 time(s), acknowledged" in out
-    assert trace_main([ids["task"], "--log", str(log_path), "--json"]) == 0
+    assert await asyncio.to_thread(trace_main, [ids["task"], "--log", str(log_path), "--json"]) == 0
     story = json.loads(capsys.readouterr().out)
     assert story["kind"] == "task" and "completed" in story["verdict"]
-    assert trace_main(["tsk_nowhere", "--log", str(log_path)]) == 2
-    assert doctor_main(["--log", str(log_path)]) == 0
+    assert await asyncio.to_thread(trace_main, ["tsk_nowhere", "--log", str(log_path)]) == 2
+    assert await asyncio.to_thread(doctor_main, ["--log", str(log_path)]) == 0
     assert "0 problems" in capsys.readouterr().out
 
 
@@ -115,12 +115,12 @@ async def test_doctor_names_the_task_a_crash_left_unfinished(
     tmp_path: Path, log_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ids = await _scenario(tmp_path, log_path, stuck=True)
-    assert doctor_main(["--log", str(log_path), "--json"]) == 1
+    assert await asyncio.to_thread(doctor_main, ["--log", str(log_path), "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     never_ended = [f for f in report["problems"] if f["kind"] == "task_never_ended"]
     assert [f["ids"]["task_id"] for f in never_ended] == [ids["stuck"]]
     assert report["garbled_lines"] == 1
-    assert trace_main([ids["stuck"], "--log", str(log_path)]) == 0
+    assert await asyncio.to_thread(trace_main, [ids["stuck"], "--log", str(log_path)]) == 0
     assert "started and never ended" in capsys.readouterr().out
 
 
@@ -130,10 +130,10 @@ async def test_unread_results_are_warnings_that_fail_only_strict_runs(
     async with Orchestrator({"store": {"kind": "memory"}, "data_dir": str(tmp_path)}) as orch:
         session = await orch.create_session()
         await (await session.start_task("nobody reads me")).wait(timeout=10)
-    flush_logging()
-    assert doctor_main(["--log", str(log_path)]) == 0
+    await asyncio.to_thread(flush_logging)  # it waits for the log writer: off the loop
+    assert await asyncio.to_thread(doctor_main, ["--log", str(log_path)]) == 0
     assert "result_never_read" in capsys.readouterr().out
-    assert doctor_main(["--log", str(log_path), "--strict"]) == 1
+    assert await asyncio.to_thread(doctor_main, ["--log", str(log_path), "--strict"]) == 1
 
 
 async def test_secrets_never_reach_the_log(
@@ -154,7 +154,7 @@ async def test_secrets_never_reach_the_log(
             done = await (await session.start_task("hello")).wait(timeout=10)
             assert done.content == "hello"
         assert fake.requests[0].headers["Authorization"] == f"Bearer {SECRET_KEY}"
-    flush_logging()
+    await asyncio.to_thread(flush_logging)  # it waits for the log writer: off the loop
     text = log_path.read_text()
     assert "agent_call_completed" in text
     assert SECRET_KEY not in text and SECRET_TOKEN not in text
@@ -201,7 +201,8 @@ async def test_doctor_reads_a_large_log_in_one_pass(tmp_path: Path) -> None:
 async def test_prompt_and_answer_text_are_logged_only_with_log_content(tmp_path: Path) -> None:
     for log_content in (False, True):
         path = tmp_path / f"content-{log_content}.log"
-        configure_logging(LoggingSettings(path=str(path), log_content=log_content))
+        settings = LoggingSettings(path=str(path), log_content=log_content)
+        await asyncio.to_thread(configure_logging, settings)
         config = {
             "store": {"kind": "memory"},
             "data_dir": str(tmp_path),
@@ -211,9 +212,9 @@ async def test_prompt_and_answer_text_are_logged_only_with_log_content(tmp_path:
             session = await orch.create_session()
             await (await session.start_task("the secret plan")).wait(timeout=10)
             _ = [c async for c in session.send("a private thought")]
-        flush_logging()
+        await asyncio.to_thread(flush_logging)  # it waits for the log writer: off the loop
         text = path.read_text()
-        reset_logging()
+        await asyncio.to_thread(reset_logging)  # it waits for the log writer: off the loop
         assert ("the secret plan" in text) is log_content
         assert ("a private thought" in text) is log_content
         assert ("prompt_chars" in text) is not log_content
