@@ -313,17 +313,21 @@ class Orchestrator:
         return Session(self, session_id)
 
     async def stats(self) -> dict[str, Any]:
-        """Live sessions, live actors by kind, running and queued tasks, threads.
+        """Live sessions, live actors by kind, running and queued tasks, threads, and
+        the store's open read connections.
 
         Raises:
             NotRunningError: the orchestrator is not started, or stopped.
         """
         runtime = self.runtime
+        store = runtime.store
+        readers = getattr(store, "read_connections", None)
         return {
             **runtime.directory.stats(),
             "actors": runtime.live_actors(),
             "tasks": runtime.scheduler.counts(),
             "threads": threading.active_count(),
+            "store_read_connections": readers() if readers is not None else 0,
         }
 
     def _open_runtime(self) -> Runtime:

@@ -51,6 +51,14 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
+@health.get("/v1/stats")
+async def stats(request: web.Request) -> web.Response:
+    """Live sessions, live actors by kind, running and queued tasks, threads, open fds."""
+    orch = request.app[ORCHESTRATOR]
+    body = await orch.stats()
+    return web.json_response(body)
+
+
 @health.get("/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
     """The OpenAPI 3.1 document of this API, with this server's bounds."""

@@ -152,6 +152,19 @@ _STATUS_OBJECT = {
     "required": ["status"],
     "properties": {"status": {"type": "string"}},
 }
+_STATS_OBJECT = {
+    "type": "object",
+    "required": ["live_sessions", "actors", "tasks", "threads"],
+    "properties": {
+        "live_sessions": {"type": "integer"},
+        "passivating": {"type": "integer"},
+        "stale_lifecycle_messages": {"type": "integer"},
+        "actors": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "tasks": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "threads": {"type": "integer"},
+        "store_read_connections": {"type": "integer"},
+    },
+}
 _BEARER: list[JSON] = [{"bearer": []}]
 # Not blank as Python's str.strip() sees it, which also strips \x1c-\x1f and \x85.
 _NOT_BLANK = "[^\\s\\u001c-\\u001f\\u0085]"
@@ -234,6 +247,13 @@ def _health_paths() -> JSON:
             "get": _op(
                 "readiness: store reachable, not shutting down",
                 _json(_STATUS_OBJECT, "ready"),
+                errors=(503,),
+            )
+        },
+        "/v1/stats": {
+            "get": _op(
+                "live sessions, live actors by kind, tasks, threads, read connections",
+                _json(_STATS_OBJECT, "the counts"),
                 errors=(503,),
             )
         },
