@@ -72,18 +72,33 @@ async def test_message_deltas_stream_without_ids_and_the_completion_has_one(
     assert [m["role"] for m in transcript["messages"]] == ["user", "assistant"]
 
 
-async def test_an_idle_stream_gets_a_heartbeat_comment(make_client: ClientFactory) -> None:
+async def test_an_idle_stream_gets_heartbeat_comments_and_stays_open(
+    make_client: ClientFactory,
+) -> None:
     client = await make_client(server={"heartbeat_s": 0.05})
     sid = await new_session(client)
     stream = await client.get(f"/v1/sessions/{sid}/events")
+    frames = SSEReader(stream).frames()
 
-    async def first_ping() -> None:
-        async for frame in SSEReader(stream).frames():
-            if frame.get("comment") == "ping":
-                return
+    async def next_frame() -> dict[str, str]:
+        try:
+            return await asyncio.wait_for(anext(frames), 10)
+        except StopAsyncIteration:
+            raise AssertionError("the server closed the stream") from None
 
-    await asyncio.wait_for(first_ping(), 10)
+    assert await next_frame() == {"comment": "connected"}
+    for _ in range(3):  # nothing happens: heartbeats only, and the stream stays open
+        assert await next_frame() == {"comment": "ping"}
+    task = await start_task(client, sid, "still open")
+    seen: list[dict[str, str]] = []
+    while not seen or seen[-1]["event"] != "task.completed":
+        frame = await next_frame()
+        if "event" in frame:
+            seen.append(frame)
+    await frames.aclose()
     stream.close()
+    assert [e["event"] for e in seen] == ["task.queued", "task.started", "task.completed"]
+    assert (data(seen[-1])["task_id"], data(seen[-1])["content"]) == (task["id"], "still open")
 
 
 async def test_a_subscriber_too_slow_for_its_buffer_is_reset_and_can_resume(

@@ -9,7 +9,14 @@ import aiohttp
 
 from tests.actors.agents import Gate, forever
 from tests.http.agents import Drip
-from tests.http.conftest import Client, ClientFactory, new_session, start_task
+from tests.http.conftest import (
+    Client,
+    ClientFactory,
+    SSEReader,
+    data,
+    new_session,
+    start_task,
+)
 
 
 async def test_a_task_runs_from_start_to_acknowledged_result(client: Client) -> None:
@@ -116,8 +123,10 @@ async def test_cancel_lands_while_a_foreground_turn_is_streaming(
     drip = Drip()
     client = await make_client(agents={"drip": drip, "forever": forever})
     sid = await new_session(client, agent="drip")
+    stream = await client.get(f"/v1/sessions/{sid}/events")
     turn = await client.post(f"/v1/sessions/{sid}/messages", json={"content": "talk"})
     assert turn.status == 202
+    turn_id = (await turn.json())["turn_id"]
     await asyncio.wait_for(drip.streaming.wait(), 10)  # the turn is mid-stream
     task = await start_task(client, sid, agent="forever")
     url = f"/v1/sessions/{sid}/tasks/{task['id']}/cancel"
@@ -126,7 +135,19 @@ async def test_cancel_lands_while_a_foreground_turn_is_streaming(
     assert first.status == second.status == 200
     assert (await first.json())["status"] == (await second.json())["status"] == "cancelled"
     assert (await second.json())["id"] == task["id"]
-    drip.release.set()  # the turn is unaffected by the cancel
+    drip.release.set()  # the turn is unaffected by the cancel: its answer arrives whole
+    events = await SSEReader(stream).until("message.completed")
+    stream.close()
+    finished = data(events[-1])
+    assert (finished["turn_id"], finished["status"]) == (turn_id, "completed")
+    assert finished["message"]["content"] == "first last"
+    deltas = [data(e)["content"] for e in events if e["event"] == "message.delta"]
+    assert deltas == ["first ", "last"]
+    transcript = await (await client.get(f"/v1/sessions/{sid}/messages")).json()
+    assert [(m["role"], m["content"]) for m in transcript["messages"]] == [
+        ("user", "talk"),
+        ("assistant", "first last"),
+    ]
     page = await (await client.get(f"/v1/sessions/{sid}/results")).json()
     assert [r["status"] for r in page["results"]] == ["cancelled"]
     info = await (await client.get(f"/v1/sessions/{sid}")).json()
