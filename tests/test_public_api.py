@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,5 +48,22 @@ def test_embedded_example_runs_end_to_end() -> None:
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "side question answered" in proc.stdout
-    assert "all results acknowledged" in proc.stdout
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "turn: HELLO FROM GREENROOM "
+    started = re.fullmatch(r"started (tsk_\w+) and (tsk_\w+) - .*", lines[1])
+    assert started is not None, lines[1]
+    job, side = started.groups()
+    assert lines[2] == "turn: STILL HERE "
+    # The side question ran on a copy of the history: both turn messages and itself
+    # (the second turn came after it started). The background job saw only its prompt.
+    assert lines[3] == "side question answered: 3 message(s) seen; last was 'what did I just say?'"
+    assert (
+        lines[4]
+        == "background job completed -> 1 message(s) seen; last was 'summarise the quarter'"
+    )
+    results = [re.fullmatch(r"result seq=(\d+) task=(tsk_\w+) status=(\w+)", x) for x in lines[5:7]]
+    assert all(results), lines[5:7]
+    seqs = {m.group(2): (int(m.group(1)), m.group(3)) for m in results if m}
+    assert set(seqs) == {job, side}
+    assert {status for _, status in seqs.values()} == {"completed"}
+    assert lines[7:] == [f"all results acknowledged up to {max(s for s, _ in seqs.values())}"]
