@@ -181,9 +181,11 @@ def test_rotation_caps_the_log_size(tmp_path: Path) -> None:
     assert all(f.stat().st_size <= 2200 for f in files)
 
 
-async def test_doctor_reads_a_large_log_in_one_pass(tmp_path: Path) -> None:
+async def test_doctor_reads_a_large_log_in_one_pass(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "big.log"
-    line = {
+    filler = {
         "event": "actor_message",
         "actor": "session",
         "msg": "GetResults",
@@ -192,10 +194,37 @@ async def test_doctor_reads_a_large_log_in_one_pass(tmp_path: Path) -> None:
         "level": "info",
         "ts": "2026-11-25T00:00:00.000000Z",
     }
-    with path.open("w") as handle:
-        for i in range(100_000):
-            handle.write(json.dumps({**line, "n": i}) + "\n")
-    assert await asyncio.to_thread(doctor_main, ["--log", str(path), "--json"]) == 0
+    task = {"session_id": "ses_1", "level": "info", "ts": "2026-11-25T00:00:01.000000Z"}
+    # What the doctor must find, planted among 100 000 lines of a rotated log: the older
+    # half in the backup (big.log.1), the newer half in big.log.
+    planted = {
+        10: {**task, "event": "task_started", "task_id": "tsk_stuck"},
+        20: {**task, "event": "task_started", "task_id": "tsk_done"},
+        30: {**task, "event": "task_finished", "task_id": "tsk_done", "status": "completed"},
+        40: {**task, "event": "completion_recorded", "task_id": "tsk_done", "seq": 3},
+        49_990: {**task, "event": "task_started", "task_id": "tsk_unread"},
+        50_010: {**task, "event": "completion_recorded", "task_id": "tsk_unread", "seq": 4},
+        60_000: {**task, "event": "results_read", "seqs": [3]},
+        75_000: {**filler, "duration_ms": 2500.0},
+        99_000: {**task, "event": "results_acked", "up_to": 3},
+    }
+    for name, lines in (("big.log.1", range(50_000)), ("big.log", range(50_000, 100_000))):
+        with (tmp_path / name).open("w") as handle:
+            for i in lines:
+                handle.write(json.dumps(planted.get(i, {**filler, "n": i})) + "\n")
+                if i == 80_000:
+                    handle.write('{"event": "cut off\n')  # one garbled line
+    assert await asyncio.to_thread(doctor_main, ["--log", str(path), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert (report["lines"], report["garbled_lines"]) == (100_001, 1)
+    assert [(f["kind"], f["ids"]) for f in report["problems"]] == [
+        ("task_never_ended", {"task_id": "tsk_stuck", "session_id": "ses_1"})
+    ]
+    assert [(f["kind"], f["ids"].get("task_id")) for f in report["warnings"]] == [
+        ("result_never_read", "tsk_unread"),
+        ("slow_handler", None),
+    ]
+    assert report["warnings"][1]["message"] == ("session GetResults: 1 over 1000 ms, max 2500.0 ms")
 
 
 async def test_prompt_and_answer_text_are_logged_only_with_log_content(tmp_path: Path) -> None:
