@@ -53,8 +53,7 @@ async def test_new_work_during_shutdown_is_refused_as_shutting_down(tmp_path: Pa
     turn = await session.start_turn("hold the shutdown open")
     assert turn
     stopping = asyncio.create_task(orch.stop())
-    while orch.state is State.RUNNING:  # stop() sets CLOSING before its first await
-        await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn: stop() sets CLOSING before its first await
     assert orch.state is State.CLOSING
     with pytest.raises(ShuttingDownError):
         await session.start_task("too late")
