@@ -46,7 +46,7 @@ class LimitsSettings:
     max_running_tasks: int = 64
     max_queued_tasks: int = 1000
     task_timeout_s: float = 600.0
-    max_live_sessions: int = 256  # one OS thread each: keep it modest
+    max_live_sessions: int = 10_000  # ~5 KiB each when idle; no thread each
     session_idle_s: float = 300.0
     max_body_bytes: int = 1024 * 1024
     max_prompt_chars: int = 200_000
