@@ -37,7 +37,16 @@ def progress(message: str) -> None:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
+    """Peak resident memory of this process so far, MiB: ``VmHWM``, not ``ru_maxrss``.
+
+    Linux carries ``ru_maxrss`` across exec, and ``subprocess`` starts children with
+    vfork, so a child's ``ru_maxrss`` starts at its parent's peak; ``VmHWM`` belongs to
+    the process's own address space.
+    """
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -49,7 +58,40 @@ def rss_mib() -> float:
 
 
 def threads() -> int:
+    """OS threads of this process now (native ones too, not only Python's)."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
     return threading.active_count()
+
+
+class ThreadSampler:
+    """Samples this process's OS thread count every ``interval_s`` on a thread of its own,
+    so a busy event loop cannot hide a peak. ``peak`` leaves the sampler itself out.
+    """
+
+    def __init__(self, interval_s: float = 0.005) -> None:
+        self.interval_s = interval_s
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-thread-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            self.peak = max(self.peak, threads() - 1)
+            self.samples += 1
+            if self._stop.wait(self.interval_s):
+                return
+
+    def __enter__(self) -> ThreadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def free_port() -> int:
