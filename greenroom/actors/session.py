@@ -25,8 +25,8 @@ from greenroom.actors import effects as fx
 from greenroom.actors import messages as m
 from greenroom.actors.dispatch import LoopActor
 from greenroom.actors.scheduler import TaskSpec
-from greenroom.actors.session_core import _HANDLERS, SessionCore
-from greenroom.errors import GreenroomError, SessionNotFoundError, ShuttingDownError
+from greenroom.actors.session_core import _HANDLERS, STORE_RETRY_S, SessionCore
+from greenroom.errors import GreenroomError, SessionNotFoundError, ShuttingDownError, StoreError
 from greenroom.models import ErrorInfo, SessionRecord, SessionSnapshot, TaskStatus, Write, now
 
 if TYPE_CHECKING:
@@ -127,9 +127,7 @@ class SessionActor(LoopActor):
         elif type(message) not in _HANDLERS:
             return super().on_receive(message)  # a warning, never a silent drop
         elif self.core is None:
-            reply = getattr(message, "reply", None)
-            if reply is not None:
-                reply.fail(self.unavailable or SessionNotFoundError(self.session_id))
+            self._unserved(message)
         elif not self.runtime.taking_work and isinstance(message, m.StartTask | m.StartTurn):
             message.reply.fail(ShuttingDownError("greenroom is shutting down; no new work"))
         else:
@@ -142,6 +140,20 @@ class SessionActor(LoopActor):
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
         )
         return None
+
+    def _unserved(self, message: Any) -> None:
+        """This incarnation could not load its session: answer, or keep the news."""
+        error = self.unavailable or SessionNotFoundError(self.session_id)
+        reply = getattr(message, "reply", None)
+        if reply is not None:
+            reply.fail(error)
+        elif isinstance(error, StoreError):
+            # A completion or a turn's end must not be lost to a store fault at
+            # activation: send it again later, to whichever incarnation is live then.
+            self.log.error("message_store_retry", msg=type(message).__name__, error=str(error))
+            self.runtime.call_later(STORE_RETRY_S, self.session_id, message)
+        else:
+            self.log.warning("message_for_missing_session", msg=type(message).__name__)
 
     def _step(self, decide: Any, message: Any) -> None:
         core = self.core
