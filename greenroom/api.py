@@ -8,6 +8,7 @@ to drop the waiter so parked waiters never pile up.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,20 @@ if TYPE_CHECKING:
 JSONDict = dict[str, Any]
 
 
+_TIMED_OUT: Any = object()
+_waiters = itertools.count(1)
+
+
+def new_waiter_id() -> str:
+    """An id for a parked waiter: unique in this process, which is all it needs."""
+    return f"w{next(_waiters)}"
+
+
+def _time_out(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_result(_TIMED_OUT)
+
+
 class Session:
     """A conversation with an agent, and the background tasks started from it."""
 
@@ -51,19 +66,33 @@ class Session:
     async def _ask_waiting(
         self, build: Callable[[bridge.Reply, str], Any], wait_s: float | None
     ) -> tuple[bool, Any]:
-        """Ask with a parked waiter; (True, answer) or (False, None) when time ran out."""
+        """Ask with a parked waiter; (True, answer) or (False, None) when time ran out.
+
+        The timeout is a plain loop timer that settles the same future with a marker
+        (cheaper than ``wait_for`` + ``shield``); a late answer finds it done and is
+        dropped, and the actor is told to forget the waiter.
+        """
         runtime = self._orch.runtime
-        reply, waiter_id = bridge.new_reply(), new_id("w")
+        reply, waiter_id = bridge.new_reply(), new_waiter_id()
         runtime.route(self.id, build(reply, waiter_id))
+        future = reply.future
+        timer = None
+        if wait_s is not None:
+            timer = runtime.loop.call_later(wait_s, _time_out, future)
+        timed_out = False
         try:
-            return True, await asyncio.wait_for(asyncio.shield(reply.future), wait_s)
-        except TimeoutError:
-            return False, None
+            answer = await future
+            timed_out = answer is _TIMED_OUT
         finally:
-            if not reply.future.done():
-                reply.future.cancel()
+            if timer is not None:
+                timer.cancel()
+            if timed_out or not future.done() or future.cancelled():
+                future.cancel()
                 if self._orch._runtime is runtime:
                     runtime.route(self.id, m.DropWaiter(waiter_id))
+        if timed_out:
+            return False, None
+        return True, answer
 
     async def info(self, *, request_id: str | None = None) -> JSONDict:
         """The session: id, agent, created_at, metadata, task counts.

@@ -136,6 +136,34 @@ class TaskRecord:
     idempotency_key: str | None = None
     request_id: str | None = None
 
+    def evolve(self, **changes: Any) -> TaskRecord:
+        """A copy with ``changes`` applied: ``dataclasses.replace``, several times faster
+        (a task is copied a few times on its way through the actors and the store).
+
+        Raises:
+            AttributeError: a change names no field.
+        """
+        new = TaskRecord(
+            self.id,
+            self.session_id,
+            self.kind,
+            self.agent,
+            self.prompt,
+            self.status,
+            self.created_at,
+            self.timeout_s,
+            self.started_at,
+            self.finished_at,
+            self.content,
+            self.error,
+            self.seq,
+            self.idempotency_key,
+            self.request_id,
+        )
+        for name, value in changes.items():
+            setattr(new, name, value)
+        return new
+
     def to_json(self) -> JSON:
         """The task object of the API (DESIGN.md, HTTP API)."""
         data: JSON = {

@@ -203,9 +203,9 @@ class Runtime:
         from greenroom.actors.messages import TaskCompleted
         from greenroom.models import ErrorInfo, TaskStatus, now
 
-        failed = spec.task
-        failed.status, failed.finished_at = TaskStatus.FAILED, now()
-        failed.error = ErrorInfo.from_exception(exc)
+        failed = spec.task.evolve(
+            status=TaskStatus.FAILED, finished_at=now(), error=ErrorInfo.from_exception(exc)
+        )
         log.error("task_start_failed", actor="runtime", task_id=failed.id, error=str(exc))
         self.route(failed.session_id, TaskCompleted(failed, failed.request_id))
 

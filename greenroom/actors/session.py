@@ -15,7 +15,6 @@ the next message activates a fresh one from the store, which holds the truth.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -236,8 +235,7 @@ class SessionActor(LoopActor):
         if scheduler.dequeue(effect.task_id):
             core = self.core
             assert core is not None
-            cancelled = replace(
-                core.tasks[effect.task_id],
+            cancelled = core.tasks[effect.task_id].evolve(
                 status=TaskStatus.CANCELLED,
                 finished_at=now(),
                 error=ErrorInfo("Cancelled", "cancelled before it started"),

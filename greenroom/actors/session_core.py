@@ -284,7 +284,7 @@ class SessionCore:
             fx.Answer(msg.reply, task.to_json()),
             fx.Log("info", "task_queued", fields),
             *self._publish(event),
-            fx.Submit(replace(task), history),
+            fx.Submit(task, history),
         ]
 
     def _new_task(self, msg: m.StartTask, now: float) -> tuple[TaskRecord, Any]:
@@ -323,7 +323,7 @@ class SessionCore:
         task = self.tasks.get(msg.task_id)
         if task is None or task.status is not TaskStatus.QUEUED:
             return []
-        started = replace(task, status=TaskStatus.RUNNING, started_at=msg.started_at)
+        started = task.evolve(status=TaskStatus.RUNNING, started_at=msg.started_at)
         event = Event(EVENT_TASK_STARTED, {"task": started.to_json()}, self.last_seq + 1, now)
 
         def stored(error: Any, now: float) -> Effects:
@@ -346,8 +346,7 @@ class SessionCore:
             fields = {"task_id": done.id, "status": done.status.value}
             return [fx.Log("info", "duplicate_completion_ignored", fields)]
         seq = self.last_seq + 1
-        final = replace(
-            task,
+        final = task.evolve(
             status=done.status,
             content=done.content,
             error=done.error,

@@ -67,7 +67,7 @@ class MemoryStore:
                 raise StoreError(f"commit for unknown session {session_id!r}")
             stored.messages.extend(messages)
             for task in tasks:
-                stored.tasks[task.id] = replace(task)
+                stored.tasks[task.id] = task.evolve()
             for event in events:
                 stored.events.append(event)
                 stored.last_seq = max(stored.last_seq, event.seq or 0)
@@ -100,7 +100,7 @@ class MemoryStore:
             return SessionSnapshot(
                 session=replace(stored.record),
                 messages=list(stored.messages),
-                tasks=[replace(t) for t in stored.tasks.values()],
+                tasks=[t.evolve() for t in stored.tasks.values()],
                 last_seq=stored.last_seq,
                 acked_up_to=stored.acked_up_to,
                 recent_events=list(recent),
@@ -126,7 +126,7 @@ class MemoryStore:
         """See :meth:`greenroom.typing.Store.unfinished_tasks`."""
         with self._lock:
             return [
-                replace(t)
+                t.evolve()
                 for s in self._sessions.values()
                 for t in s.tasks.values()
                 if not t.status.terminal
