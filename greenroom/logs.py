@@ -1,4 +1,13 @@
-"""Structured logs: structlog configured once, JSON lines to a rotated file and the console.
+"""Structured logs: quiet as a library, JSON lines to a rotated file for ``greenroom serve``.
+
+Where greenroom's events go (decided at each call, so a host may change its mind):
+
+1. after :func:`configure_logging` (``greenroom serve`` calls it; a host may too):
+   greenroom's own structlog pipeline — JSON lines to a rotated file and the console.
+   It is a private logger: structlog's global configuration is never touched;
+2. otherwise, when the host configured structlog: the host's structlog configuration;
+3. otherwise: the standard library logger ``"greenroom"``, which has only a
+   ``NullHandler`` — silent unless the host configures ``logging``.
 
 Every line carries ``event``, ``ts`` (ISO 8601, UTC) and ``level``, plus whichever
 correlation ids apply (``request_id``, ``session_id``, ``task_id``, ``turn_id``) and
@@ -15,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import queue
 import sys
@@ -32,6 +42,9 @@ _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _BATCH_MAX = 1000
 _lock = threading.Lock()
 _writers: list[_Writer] = []  # the one running writer; a list so no `global` is needed
+_own: list[Any] = []  # greenroom's own structlog logger, once configure_logging ran
+_stdlib = logging.getLogger("greenroom")
+_stdlib.addHandler(logging.NullHandler())  # a library adds no handler that prints
 _secret_keys: dict[str, bool] = {}  # key name -> is it a secret (cached: keys repeat)
 
 
@@ -179,18 +192,19 @@ def configure_logging(settings: LoggingSettings, *, stream: TextIO | None = None
         writer = _Writer(settings, stream, readable, console_level)
         writer.start()
         _writers.append(writer)
-        structlog.configure(
-            processors=[
-                structlog.contextvars.merge_contextvars,
-                structlog.processors.add_log_level,
-                structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
-                structlog.processors.format_exc_info,
-                _drop_none,
-                redact,
-            ],
-            wrapper_class=structlog.make_filtering_bound_logger(level),
-            logger_factory=lambda *args: _QueueLogger(writer.queue),
-            cache_logger_on_first_use=False,
+        _own.append(
+            structlog.wrap_logger(
+                _QueueLogger(writer.queue),
+                processors=[
+                    structlog.contextvars.merge_contextvars,
+                    structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+                    structlog.processors.format_exc_info,
+                    _drop_none,
+                    redact,
+                ],
+                wrapper_class=structlog.make_filtering_bound_logger(level),
+            )
         )
 
 
@@ -199,6 +213,7 @@ def _stop_writer() -> None:
         writer.queue.put(None)  # writes what is queued, then closes the file
         writer.join(timeout=10)
     _writers.clear()
+    _own.clear()
 
 
 @atexit.register
@@ -212,12 +227,66 @@ def flush_logging() -> None:
 
 
 def reset_logging() -> None:
-    """Back to structlog's defaults; close the log file (tests)."""
+    """Stop greenroom's own pipeline and close its log file (quiet again)."""
     with _lock:
         _stop_writer()
-        structlog.reset_defaults()
 
 
-def get_logger(name: str = "greenroom") -> Any:
-    """A structlog logger; configuration applies whenever it is used."""
-    return structlog.get_logger(name)
+class Logger:
+    """What greenroom's modules log through; see the module docstring for where it goes.
+
+    Args:
+        context: fields put on every line (``bind`` adds more).
+    """
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: dict[str, Any] | None = None) -> None:
+        self._context = context or {}
+
+    def bind(self, **fields: Any) -> Logger:
+        """A logger that adds ``fields`` to every line."""
+        return Logger({**self._context, **fields})
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._emit(logging.DEBUG, "debug", event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._emit(logging.INFO, "info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._emit(logging.WARNING, "warning", event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._emit(logging.ERROR, "error", event, fields)
+
+    def _emit(self, level: int, method: str, event: str, fields: dict[str, Any]) -> None:
+        if self._context:
+            fields = {**self._context, **fields}
+        own = _own[0] if _own else None
+        if own is not None:
+            getattr(own, method)(event, **fields)
+        elif structlog.is_configured():
+            getattr(structlog.get_logger("greenroom"), method)(event, **fields)
+        elif _stdlib.isEnabledFor(level):
+            _to_stdlib(level, event, fields)
+
+
+def _to_stdlib(level: int, event: str, fields: dict[str, Any]) -> None:
+    exc_info = fields.pop("exc_info", None)
+    shown = {k: v for k, v in fields.items() if v is not None}
+    redact(None, "", shown)
+    text = " ".join(f"{k}={v}" for k, v in shown.items())
+    _stdlib.log(
+        level,
+        "%s %s",
+        event,
+        text,
+        exc_info=exc_info,
+        extra={"greenroom_event": event, "greenroom_fields": shown},
+    )
+
+
+def get_logger(**context: Any) -> Logger:
+    """greenroom's logger, with ``context`` on every line."""
+    return Logger(context)

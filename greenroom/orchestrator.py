@@ -16,20 +16,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from greenroom.actors import bridge
 from greenroom.actors import messages as m
 from greenroom.actors.runtime import Runtime, State
 from greenroom.agents import CallableAgent, build_agent
 from greenroom.api import Session
 from greenroom.errors import AgentNotFoundError, ConfigError, NotRunningError, ShuttingDownError
+from greenroom.logs import get_logger
 from greenroom.models import ErrorInfo, SessionRecord, TaskRecord, TaskStatus, new_id, now
 from greenroom.settings import Settings
 from greenroom.store.lock import DataDirLock
 from greenroom.typing import Agent, AgentCallable, Store
 
-log = structlog.get_logger("greenroom")
+log = get_logger()
 
 ConfigLike = Settings | Mapping[str, Any] | str | os.PathLike[str] | None
 
@@ -120,12 +119,6 @@ class Orchestrator:
         if self._state is not State.NEW:
             raise RuntimeError(f"the orchestrator cannot start: it is {self._state.value}")
         loop = asyncio.get_running_loop()
-        if not structlog.is_configured():
-            # Unconfigured structlog prints to stdout; follow our [logging] section instead.
-            # Off the loop: it may join the previous log writer thread.
-            from greenroom.logs import configure_logging
-
-            await loop.run_in_executor(None, configure_logging, self.settings.logging)
         if self.settings.default_agent not in self._agents:
             raise ConfigError(
                 f"default_agent: {self.settings.default_agent!r} is not a "

@@ -30,19 +30,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pykka
-import structlog
 
 from greenroom.actors import bridge
 from greenroom.actors import messages as m
 from greenroom.actors.dispatch import LoopActor
 from greenroom.actors.session import SessionActor
 from greenroom.errors import ShuttingDownError
+from greenroom.logs import get_logger
 from greenroom.models import SessionRecord
 
 if TYPE_CHECKING:
     from greenroom.actors.runtime import Runtime
 
-log = structlog.get_logger("greenroom")
+log = get_logger()
 
 
 @dataclass(slots=True)

@@ -31,10 +31,11 @@ import uuid
 from typing import Any, Self
 
 import pykka
-import structlog
 from pykka import ActorDeadError, ActorRegistry, messages
 
-log = structlog.get_logger("greenroom")
+from greenroom.logs import get_logger
+
+log = get_logger()
 
 _URN_PREFIX = uuid.uuid4().urn[:-12]
 _URNS = itertools.count(1)

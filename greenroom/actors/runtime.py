@@ -17,12 +17,11 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from greenroom.actors import bridge
 from greenroom.actors.messages import TurnDelta, TurnDone
 from greenroom.actors.scheduler import Scheduler, TaskSpec
 from greenroom.errors import AgentNotFoundError
+from greenroom.logs import get_logger
 from greenroom.models import Write
 from greenroom.settings import Settings
 from greenroom.typing import Agent, AgentContext, History, Store
@@ -31,7 +30,7 @@ if TYPE_CHECKING:
     from greenroom.actors.directory import DirectoryActor
     from greenroom.actors.dispatch import LoopActor
 
-log = structlog.get_logger("greenroom")
+log = get_logger()
 
 
 class State(enum.StrEnum):

@@ -17,8 +17,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from greenroom.actors import bridge
 from greenroom.actors import effects as fx
 from greenroom.actors import messages as m
@@ -26,12 +24,13 @@ from greenroom.actors.dispatch import LoopActor
 from greenroom.actors.scheduler import TaskSpec
 from greenroom.actors.session_core import _HANDLERS, STORE_RETRY_S, SessionCore
 from greenroom.errors import GreenroomError, SessionNotFoundError, ShuttingDownError, StoreError
+from greenroom.logs import get_logger
 from greenroom.models import ErrorInfo, SessionRecord, SessionSnapshot, TaskStatus, Write, now
 
 if TYPE_CHECKING:
     from greenroom.actors.runtime import Runtime
 
-log = structlog.get_logger("greenroom")
+log = get_logger()
 
 _QUIET = (GreenroomError, LookupError, ValueError, TypeError)  # the caller's concern
 

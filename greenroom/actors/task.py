@@ -15,8 +15,6 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from greenroom.actors.dispatch import LoopActor
 from greenroom.actors.messages import (
     AgentOutcome,
@@ -27,13 +25,14 @@ from greenroom.actors.messages import (
     Timeout,
 )
 from greenroom.actors.scheduler import TaskSpec
+from greenroom.logs import get_logger
 from greenroom.models import ErrorInfo, TaskStatus, now
 from greenroom.typing import AgentContext
 
 if TYPE_CHECKING:
     from greenroom.actors.runtime import Runtime
 
-log = structlog.get_logger("greenroom")
+log = get_logger()
 
 
 class TaskActor(LoopActor):

@@ -19,13 +19,13 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
-import structlog
 
 from greenroom.errors import ConfigError, RetriesExhaustedError, UpstreamError
+from greenroom.logs import get_logger
 from greenroom.settings import AgentSettings
 from greenroom.typing import AgentContext, History
 
-log = structlog.get_logger("greenroom.agents.openai")
+log = get_logger()
 _RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import structlog
 from aiohttp import web
 
 from greenroom.http import routes_results, routes_sessions, routes_tasks, sse
@@ -19,9 +18,10 @@ from greenroom.http.middleware import (
     request_id_middleware,
 )
 from greenroom.http.openapi import openapi_document
+from greenroom.logs import get_logger
 from greenroom.orchestrator import Orchestrator
 
-log = structlog.get_logger("greenroom")
+log = get_logger()
 health = web.RouteTableDef()
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-import structlog
 from aiohttp import web
 
 from greenroom import errors as e
 from greenroom.http.keys import ORCHESTRATOR, REQUEST_ID, SHUTDOWN
+from greenroom.logs import get_logger
 
-log = structlog.get_logger("greenroom")
+log = get_logger()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _STATUS: tuple[tuple[type[BaseException], int], ...] = (

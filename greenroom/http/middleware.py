@@ -7,14 +7,14 @@ import re
 import time
 import uuid
 
-import structlog
 from aiohttp import web
 
 from greenroom.errors import ShuttingDownError
 from greenroom.http.errors import Handler, error_response, shutting_down
 from greenroom.http.keys import REQUEST_ID, SETTINGS
+from greenroom.logs import get_logger
 
-log = structlog.get_logger("greenroom")
+log = get_logger()
 _VALID_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 

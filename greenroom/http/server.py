@@ -13,16 +13,16 @@ import ipaddress
 import os
 import signal
 
-import structlog
 from aiohttp import web
 
 from greenroom.errors import ConfigError
 from greenroom.http.app import create_app
 from greenroom.http.keys import SHUTDOWN, SSE_STREAMS
+from greenroom.logs import get_logger
 from greenroom.orchestrator import Orchestrator
 from greenroom.settings import Settings
 
-log = structlog.get_logger("greenroom")
+log = get_logger()
 _SSE_CLOSE_S = 2.0  # how long open SSE streams get to send `event: shutdown`
 _CLEANUP_S = 2.0  # how long in-flight requests get once the orchestrator stopped
 

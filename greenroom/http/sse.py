@@ -14,7 +14,6 @@ import json
 import re
 from typing import Any, Final
 
-import structlog
 from aiohttp import web
 
 from greenroom.actors.events import CLOSED, RESET
@@ -23,9 +22,10 @@ from greenroom.http.errors import BadRequestError
 from greenroom.http.keys import SETTINGS, SHUTDOWN, SSE_STREAMS
 from greenroom.http.middleware import request_id
 from greenroom.http.routes_sessions import session_of
+from greenroom.logs import get_logger
 from greenroom.models import Event
 
-log = structlog.get_logger("greenroom")
+log = get_logger()
 routes = web.RouteTableDef()
 
 _SEQ = re.compile(r"[0-9]{1,18}")

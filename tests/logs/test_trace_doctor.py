@@ -14,7 +14,7 @@ from greenroom import Orchestrator
 from greenroom.config import load_settings
 from greenroom.doctor import doctor_main
 from greenroom.http import create_app
-from greenroom.logs import configure_logging, flush_logging, reset_logging
+from greenroom.logs import configure_logging, flush_logging, get_logger, reset_logging
 from greenroom.settings import LoggingSettings
 from greenroom.testing import FakeOpenAI
 from greenroom.trace import trace_main
@@ -169,9 +169,7 @@ def test_missing_log_file_exits_2(tmp_path: Path) -> None:
 def test_rotation_caps_the_log_size(tmp_path: Path) -> None:
     path = tmp_path / "small.log"
     configure_logging(LoggingSettings(path=str(path), max_bytes=2000, backup_count=2))
-    import structlog
-
-    log = structlog.get_logger("greenroom")
+    log = get_logger()
     for i in range(200):
         log.info("filler_event", n=i, session_id="ses_x")
     flush_logging()
