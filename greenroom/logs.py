@@ -261,15 +261,16 @@ class Logger:
         self._emit(logging.ERROR, "error", event, fields)
 
     def _emit(self, level: int, method: str, event: str, fields: dict[str, Any]) -> None:
-        if self._context:
-            fields = {**self._context, **fields}
-        own = _own[0] if _own else None
-        if own is not None:
-            getattr(own, method)(event, **fields)
+        if _own:
+            target = _own[0]
         elif structlog.is_configured():
-            getattr(structlog.get_logger("greenroom"), method)(event, **fields)
+            target = structlog.get_logger("greenroom")
         elif _stdlib.isEnabledFor(level):
-            _to_stdlib(level, event, fields)
+            _to_stdlib(level, event, {**self._context, **fields})
+            return
+        else:
+            return  # nobody listens: the cheapest path, taken by a quiet embedded run
+        getattr(target, method)(event, **({**self._context, **fields} if self._context else fields))
 
 
 def _to_stdlib(level: int, event: str, fields: dict[str, Any]) -> None:
