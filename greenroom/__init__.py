@@ -29,7 +29,7 @@ from greenroom.errors import (
     TurnInProgressError,
     UpstreamError,
 )
-from greenroom.models import Completion, ErrorInfo, Event, TaskStatus
+from greenroom.models import Completion, ErrorInfo, Event, ResultsPage, TaskStatus
 from greenroom.orchestrator import Orchestrator
 from greenroom.settings import Settings
 from greenroom.typing import Agent, AgentContext, History, Store
@@ -56,6 +56,7 @@ __all__ = [
     "NotRunningError",
     "Orchestrator",
     "QueueFullError",
+    "ResultsPage",
     "RetriesExhaustedError",
     "Session",
     "SessionNotFoundError",

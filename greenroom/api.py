@@ -22,6 +22,7 @@ from greenroom.models import (
     Completion,
     ErrorInfo,
     Event,
+    ResultsPage,
     TaskStatus,
     new_id,
 )
@@ -206,8 +207,16 @@ class Session:
 
     async def results(
         self, after: int = 0, wait: float = 0, *, limit: int = 100, request_id: str | None = None
-    ) -> list[Completion]:
-        """Completions with ``seq > after``, oldest first. Never deletes anything.
+    ) -> ResultsPage:
+        """One page of completions with ``seq > after``, oldest first. Never deletes.
+
+        The page is a sequence of :class:`Completion` that also says whether more
+        follow: read on from ``page.next_after`` while ``page.has_more``, or walk them
+        all with :meth:`iter_results`::
+
+            page = await session.results(after=0)
+            while page.has_more:
+                page = await session.results(after=page.next_after)
 
         With ``wait`` > 0 and nothing to return yet, waits up to ``wait`` seconds for
         the next completion.
@@ -215,20 +224,38 @@ class Session:
         Raises:
             ValueError: ``after`` is negative or ``limit`` not in 1..1000.
         """
-        if not isinstance(after, int) or after < 0:
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
             raise ValueError(f"after: must be an integer >= 0, got {after!r}")
-        if not 1 <= limit <= 1000:
-            raise ValueError(f"limit: must be between 1 and 1000, got {limit}")
+        if not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise ValueError(f"limit: must be between 1 and 1000, got {limit!r}")
         if wait and wait > 0:
             done, found = await self._ask_waiting(
                 lambda r, w: m.GetResults(after, limit, r, True, w, request_id), wait
             )
             if done:
-                return list(found)
-        result: list[Completion] = await self._ask(
-            lambda r: m.GetResults(after, limit, r, request_id=request_id)
-        )
-        return result
+                page: ResultsPage = found
+                return page
+        page = await self._ask(lambda r: m.GetResults(after, limit, r, request_id=request_id))
+        return page
+
+    async def iter_results(
+        self, after: int = 0, *, limit: int = 100, request_id: str | None = None
+    ) -> AsyncIterator[Completion]:
+        """Every completion with ``seq > after``, oldest first, page by page.
+
+        Ends at the last result recorded when the walk reaches it (it does not wait for
+        more). Never deletes.
+
+        Raises:
+            ValueError: ``after`` is negative or ``limit`` not in 1..1000.
+        """
+        while True:
+            page = await self.results(after, limit=limit, request_id=request_id)
+            for completion in page:
+                yield completion
+            if not page.has_more:
+                return
+            after = page.next_after
 
     async def ack(self, up_to: int, *, request_id: str | None = None) -> int:
         """Acknowledge every result up to ``up_to``; retention may then free them.

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, overload
 
 JSON = dict[str, Any]
 
@@ -228,6 +229,39 @@ class Completion:
             "created_at": self.created_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ResultsPage(Sequence[Completion]):
+    """One page of a session's results, oldest first; a sequence of :class:`Completion`.
+
+    Never silently short: ``has_more`` says whether results follow, and reading on from
+    ``next_after`` (``session.results(after=page.next_after)``) gets them.
+    """
+
+    results: tuple[Completion, ...]
+    next_after: int  # the last seq on this page, or the ``after`` asked for when empty
+    has_more: bool
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    @overload
+    def __getitem__(self, index: int) -> Completion: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Completion]: ...
+
+    def __getitem__(self, index: int | slice) -> Completion | Sequence[Completion]:
+        return self.results[index]
+
+    def to_json(self) -> JSON:
+        """The results object of the API."""
+        return {
+            "results": [r.to_json() for r in self.results],
+            "next_after": self.next_after,
+            "has_more": self.has_more,
         }
 
 

@@ -36,6 +36,7 @@ from greenroom.models import (
     TASK_KINDS,
     ChatMessage,
     Event,
+    ResultsPage,
     SessionSnapshot,
     TaskRecord,
     TaskStatus,
@@ -409,27 +410,27 @@ class SessionCore:
     # --- results ----------------------------------------------------------------------
 
     def _get_results(self, msg: m.GetResults, now: float) -> Effects:
-        found = self._results_after(msg.after, msg.limit)
-        if not found and msg.wait and msg.waiter_id:
+        page = self._results_after(msg.after, msg.limit)
+        if not page.results and msg.wait and msg.waiter_id:
             self.waiters[msg.waiter_id] = _Waiter(
                 msg.reply, after=msg.after, limit=msg.limit, request_id=msg.request_id
             )
             return []
-        return self._results_answer(msg.reply, found, msg.after, msg.request_id)
+        return self._results_answer(msg.reply, page, msg.after, msg.request_id)
 
-    def _results_after(self, after: int, limit: int) -> list[Any]:
+    def _results_after(self, after: int, limit: int) -> ResultsPage:
         start = bisect.bisect_right(self.result_seqs, after)
         seqs = self.result_seqs[start : start + limit]
-        return [self.tasks[self.by_seq[s]].completion() for s in seqs]
+        found = tuple(self.tasks[self.by_seq[s]].completion() for s in seqs)
+        more = start + limit < len(self.result_seqs)
+        return ResultsPage(found, seqs[-1] if seqs else after, more)
 
     def _results_answer(
-        self, reply: ReplyTo, found: list[Any], after: int, request_id: str | None
+        self, reply: ReplyTo, page: ResultsPage, after: int, request_id: str | None
     ) -> Effects:
-        fields = dict(after=after, count=len(found), seqs=[c.seq for c in found])
-        return [
-            fx.Log("info", "results_read", dict(fields, request_id=request_id)),
-            fx.Answer(reply, found),
-        ]
+        fields = dict(after=after, count=len(page), seqs=[c.seq for c in page.results])
+        fields.update(has_more=page.has_more, request_id=request_id)
+        return [fx.Log("info", "results_read", fields), fx.Answer(reply, page)]
 
     def _drop_waiter(self, msg: m.DropWaiter, now: float) -> Effects:
         self.waiters.pop(msg.waiter_id, None)
@@ -460,12 +461,10 @@ class SessionCore:
                 del self.waiters[waiter_id]
                 out += self._task_answer(waiter.reply, self.tasks[task_id], waiter.request_id)
             elif waiter.task_id is None:
-                found = self._results_after(waiter.after, waiter.limit)
-                if found:
+                page = self._results_after(waiter.after, waiter.limit)
+                if page.results:
                     del self.waiters[waiter_id]
-                    out += self._results_answer(
-                        waiter.reply, found, waiter.after, waiter.request_id
-                    )
+                    out += self._results_answer(waiter.reply, page, waiter.after, waiter.request_id)
         return out
 
     # --- events -----------------------------------------------------------------------

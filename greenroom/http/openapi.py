@@ -386,10 +386,11 @@ def _start_task_operation(limits: LimitsSettings) -> JSON:
 def _results_operation() -> JSON:
     page = {
         "type": "object",
-        "required": ["results", "next_after"],
+        "required": ["results", "next_after", "has_more"],
         "properties": {
             "results": {"type": "array", "items": _ref("Result")},
             "next_after": {"type": "integer"},
+            "has_more": {"type": "boolean"},
         },
     }
     return _op(

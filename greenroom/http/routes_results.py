@@ -16,7 +16,10 @@ _MAX_SEQ = 2**53
 
 @routes.get("/v1/sessions/{sid}/results")
 async def get_results(request: web.Request) -> web.Response:
-    """``GET .../results?after=&wait=&limit=`` → ``{"results", "next_after"}``; never deletes."""
+    """``GET .../results?after=&wait=&limit=`` → ``{"results", "next_after", "has_more"}``.
+
+    Never deletes. ``has_more`` says that results follow ``next_after``.
+    """
     cap = request.app[SETTINGS].server.max_wait_s
     # Past 2**53 nothing can follow; the cap keeps store queries within SQLite's int64.
     after = int(query_number(request, "after", 0, integer=True, maximum=_MAX_SEQ))
@@ -24,11 +27,10 @@ async def get_results(request: web.Request) -> web.Response:
     limit = int(
         query_number(request, "limit", 100, integer=True, minimum=1, maximum=1000, cap=False)
     )
-    results = await session_of(request).results(
+    page = await session_of(request).results(
         after, wait_s, limit=limit, request_id=request_id(request)
     )
-    next_after = results[-1].seq if results else after
-    return web.json_response({"results": [r.to_json() for r in results], "next_after": next_after})
+    return web.json_response(page.to_json())
 
 
 @routes.post("/v1/sessions/{sid}/results/ack")

@@ -186,7 +186,7 @@ def test_a_completion_is_visible_only_after_its_write_and_wakes_the_waiters() ->
     assert poller.values == [] and set(c.waiters) == {"w1", "w2"}
     ended = replace(task, status=TaskStatus.COMPLETED, content="answer", finished_at=T0 + 5)
     assert kinds(c.handle(m.TaskCompleted(ended), T0 + 5)) == ["Persist"]
-    assert poller.values == [] and c._results_after(0, 10) == []  # not visible yet
+    assert poller.values == [] and list(c._results_after(0, 10)) == []  # not visible yet
     effects = deliver(c.resolve(None, T0 + 5))
     assert "Publish" not in kinds(effects)  # nobody subscribed
     assert [r.content for r in poller.values[0]] == ["answer"]
@@ -203,7 +203,7 @@ def test_a_completion_that_cannot_be_stored_is_retried_and_never_shown() -> None
     retry = only(effects, fx.Later)
     assert retry.message is msg and retry.delay_s == STORE_RETRY_S
     assert c.tasks[task.id].status is TaskStatus.RUNNING or not c.tasks[task.id].status.terminal
-    assert c._results_after(0, 10) == [] and c.last_seq == 1
+    assert list(c._results_after(0, 10)) == [] and c.last_seq == 1
     c.handle(msg, T0 + 6)  # the retry
     c.resolve(None, T0 + 6)
     assert [r.status for r in c._results_after(0, 10)] == [TaskStatus.FAILED]

@@ -74,9 +74,9 @@ async def test_a_completion_the_store_refused_is_retried_and_recorded_once(
         retried = await asyncio.to_thread(store.completion_retried.wait, WAIT_S)
         assert retried, f"the completion was not retried ({store.refused_completions} tries)"
         # Persist, then notify: while the store refuses it, nobody sees the completion.
-        assert await orch.session(sid).results() == []
+        assert list(await orch.session(sid).results()) == []
         page = await (await client.get(f"/v1/sessions/{sid}/results")).json()
-        assert page == {"results": [], "next_after": 0}
+        assert page == {"results": [], "next_after": 0, "has_more": False}
         listed = await (await client.get(f"/v1/sessions/{sid}/tasks/{task['id']}")).json()
         assert listed["status"] == "running"
         store.refuse_completions = False  # the fault clears: the next retry lands

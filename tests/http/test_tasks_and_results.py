@@ -57,16 +57,17 @@ async def test_next_after_is_the_last_seq_returned_or_after_when_none(client: Cl
     for task in tasks:
         await client.get(f"/v1/sessions/{sid}/tasks/{task['id']}?wait=10")
     first = await (await client.get(f"/v1/sessions/{sid}/results?limit=2")).json()
-    assert len(first["results"]) == 2
+    assert len(first["results"]) == 2 and first["has_more"] is True  # never silently short
     assert first["next_after"] == first["results"][-1]["seq"]
     rest = await (
         await client.get(f"/v1/sessions/{sid}/results?after={first['next_after']}")
     ).json()
     assert [r["task_id"] for r in first["results"] + rest["results"]] == [t["id"] for t in tasks]
+    assert rest["has_more"] is False
     empty = await (
         await client.get(f"/v1/sessions/{sid}/results?after={rest['next_after']}")
     ).json()
-    assert empty == {"results": [], "next_after": rest["next_after"]}
+    assert empty == {"results": [], "next_after": rest["next_after"], "has_more": False}
 
 
 async def test_two_independent_pollers_each_get_every_result(client: Client) -> None:
@@ -114,7 +115,7 @@ async def test_a_long_poll_is_capped_at_max_wait_s(make_client: ClientFactory) -
     page = await client.get(f"/v1/sessions/{sid}/results?wait=3600")
     assert time.monotonic() - before < 10
     assert (await running.json())["status"] == "running"
-    assert await page.json() == {"results": [], "next_after": 0}
+    assert await page.json() == {"results": [], "next_after": 0, "has_more": False}
 
 
 async def test_cancel_lands_while_a_foreground_turn_is_streaming(
