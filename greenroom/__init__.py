@@ -11,12 +11,14 @@ The embedded API::
 from greenroom.agents import BaseAgent, CallableAgent, EchoAgent
 from greenroom.api import Session, Subscription, Task
 from greenroom.errors import (
+    AckBeyondLastSeqError,
     AgentError,
     AgentNotFoundError,
     CapacityError,
     ConfigError,
     ConflictError,
     GreenroomError,
+    IdempotencyKeyReusedError,
     NotFoundError,
     NotRunningError,
     QueueFullError,
@@ -37,6 +39,7 @@ from greenroom.typing import Agent, AgentContext, History, Store
 __version__ = "0.1.0"
 
 __all__ = [
+    "AckBeyondLastSeqError",
     "Agent",
     "AgentContext",
     "AgentError",
@@ -52,6 +55,7 @@ __all__ = [
     "Event",
     "GreenroomError",
     "History",
+    "IdempotencyKeyReusedError",
     "NotFoundError",
     "NotRunningError",
     "Orchestrator",

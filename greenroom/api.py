@@ -152,6 +152,7 @@ class Session:
         agent: str | None = None,
         timeout_s: float | None = None,
         *,
+        max_attempts: int = 1,
         idempotency_key: str | None = None,
         request_id: str | None = None,
     ) -> Task:
@@ -165,7 +166,9 @@ class Session:
             ShuttingDownError: the orchestrator is stopping.
         """
         info: JSONDict = await self._ask(
-            lambda r: m.StartTask(prompt, kind, agent, timeout_s, r, idempotency_key, request_id)
+            lambda r: m.StartTask(
+                prompt, kind, agent, timeout_s, r, idempotency_key, request_id, max_attempts
+            )
         )
         return Task(self, info)
 

@@ -9,7 +9,9 @@ The tree::
     │   ├── TaskNotFoundError
     │   └── AgentNotFoundError
     ├── ConflictError(GreenroomError, RuntimeError)      409
-    │   └── TurnInProgressError                          a turn is already running
+    │   ├── TurnInProgressError                          a turn is already running
+    │   ├── AckBeyondLastSeqError                        ack past the session's last seq
+    │   └── IdempotencyKeyReusedError                    same key, another request (422)
     ├── CapacityError(GreenroomError, RuntimeError)      a bound was reached (429)
     │   └── QueueFullError                               max_queued_tasks reached
     ├── ShuttingDownError(GreenroomError, RuntimeError)  intake is closed (503)
@@ -76,6 +78,22 @@ class TurnInProgressError(ConflictError):
     """A foreground turn is already running in this session."""
 
     code = "turn_in_progress"
+
+
+class AckBeyondLastSeqError(ConflictError):
+    """An acknowledgement past the session's last seq: well-formed, but not yet true."""
+
+    code = "ack_beyond_last_seq"
+
+
+class IdempotencyKeyReusedError(ConflictError):
+    """An ``Idempotency-Key`` already names a task started with a different request.
+
+    Retrying with the same key must send the same request; the first task is not
+    returned in silence for a different one.
+    """
+
+    code = "idempotency_key_reused"
 
 
 class CapacityError(GreenroomError, RuntimeError):

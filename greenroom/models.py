@@ -136,6 +136,8 @@ class TaskRecord:
     seq: int | None = None  # the task.completed event's seq
     idempotency_key: str | None = None
     request_id: str | None = None
+    attempt: int = 0  # how many times it has started running
+    max_attempts: int = 1  # a restart may run it again while attempt < max_attempts
 
     def evolve(self, **changes: Any) -> TaskRecord:
         """A copy with ``changes`` applied: ``dataclasses.replace``, several times faster
@@ -160,6 +162,8 @@ class TaskRecord:
             self.seq,
             self.idempotency_key,
             self.request_id,
+            self.attempt,
+            self.max_attempts,
         )
         for name, value in changes.items():
             setattr(new, name, value)
@@ -176,6 +180,8 @@ class TaskRecord:
             "created_at": self.created_at,
             "started_at": self.started_at,
             "timeout_s": self.timeout_s,
+            "attempt": self.attempt,
+            "max_attempts": self.max_attempts,
         }
         if self.status.terminal:
             data.update(

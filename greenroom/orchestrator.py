@@ -12,7 +12,6 @@ import asyncio
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from greenroom.agents import CallableAgent, build_agent
 from greenroom.api import Session
 from greenroom.errors import AgentNotFoundError, ConfigError, NotRunningError, ShuttingDownError
 from greenroom.logs import get_logger
-from greenroom.models import ErrorInfo, SessionRecord, TaskRecord, TaskStatus, new_id, now
+from greenroom.models import SessionRecord, new_id, now
 from greenroom.settings import Settings
 from greenroom.store.lock import DataDirLock
 from greenroom.typing import Agent, AgentCallable, Store
@@ -111,6 +110,9 @@ class Orchestrator:
     async def start(self) -> None:
         """Open the store, start the actors, recover unfinished tasks.
 
+        A task the last process left queued is queued again; one it left running runs
+        again if it has attempts left (``max_attempts``), else it ends ``interrupted``.
+
         Raises:
             RuntimeError: already started (or stopped: a stopped orchestrator is final).
             ConfigError: ``default_agent`` names no agent.
@@ -133,14 +135,17 @@ class Orchestrator:
         runtime = self._runtime = Runtime(self.settings, store, loop, self._agents)
         unfinished = await loop.run_in_executor(None, store.unfinished_tasks)
         for task in unfinished:
-            log.warning(
-                "task_interrupted",
+            # Its session decides: queued again, run again (attempts left), or interrupted.
+            log.info(
+                "task_recovering",
                 actor="orchestrator",
                 task_id=task.id,
                 session_id=task.session_id,
                 was=task.status.value,
+                attempt=task.attempt,
+                max_attempts=task.max_attempts,
             )
-            runtime.route(task.session_id, m.TaskCompleted(_interrupted(task, "restart")))
+            runtime.route(task.session_id, m.Recover(task.id))
         self._state = runtime.state = State.RUNNING
         self._schedule_sweep(runtime)
         log.info(
@@ -205,9 +210,10 @@ class Orchestrator:
     async def stop(self) -> None:
         """Shut down in order; safe to call twice. Bounded by the configured grace.
 
-        Intake closes, running turns get ``shutdown_grace_s`` to finish, every queued
-        or running task ends ``interrupted`` with its completion recorded, sessions are
-        passivated, every actor stops, the store closes.
+        Intake closes, running turns get ``shutdown_grace_s`` to finish, queued tasks
+        stay queued in the store for the next start, running tasks end ``interrupted``
+        with their completion recorded (or, with attempts left, are kept for the next
+        start), sessions are passivated, every actor stops, the store closes.
         """
         runtime = self._runtime
         if runtime is None or self._state is not State.RUNNING:
@@ -341,21 +347,16 @@ def _not_running(state: State) -> str:
 
 
 async def _interrupt_tasks(runtime: Runtime, grace_s: float) -> None:
-    """Shutdown: every queued or running task ends as interrupted."""
+    """Shutdown: queued tasks stay queued in the store (the next start runs them);
+    running ones end ``interrupted``, or, with attempts left, are kept for the next start."""
     queued, live = runtime.scheduler.close()
     for spec in queued:
-        runtime.route(spec.task.session_id, m.TaskCompleted(_interrupted(spec.task, "shutdown")))
+        task = spec.task
+        log.info(
+            "task_kept_queued", actor="orchestrator", task_id=task.id, session_id=task.session_id
+        )
     for ref in live:
         if ref.is_alive():
             ref.tell(m.Interrupt("shutdown"))
     if not await runtime.scheduler.wait_idle(grace_s + 5.0):
         log.error("shutdown_tasks_stuck", actor="orchestrator", **runtime.scheduler.counts())
-
-
-def _interrupted(task: TaskRecord, reason: str) -> TaskRecord:
-    return replace(
-        task,
-        status=TaskStatus.INTERRUPTED,
-        finished_at=now(),
-        error=ErrorInfo("Interrupted", f"interrupted by {reason}"),
-    )

@@ -46,6 +46,7 @@ class LimitsSettings:
     max_running_tasks: int = 64
     max_queued_tasks: int = 1000
     task_timeout_s: float = 600.0
+    max_task_attempts: int = 10  # the largest max_attempts a task may ask for
     max_live_sessions: int = 10_000  # ~5 KiB each when idle; no thread each
     session_idle_s: float = 300.0
     max_body_bytes: int = 1024 * 1024

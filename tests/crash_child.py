@@ -34,10 +34,21 @@ async def main(data_dir: str) -> None:
     for i in range(3):
         task = await session.start_task(f"done {i}", idempotency_key=f"done-{i}")
         done.append((await task.wait(timeout=30)).task_id)
+    # Two run (max_running_tasks 2): "stuck 0" may run twice, "stuck 1" once. Two queue.
     inflight = [
-        (await session.start_task(f"stuck {i}", agent="forever", idempotency_key=f"stuck-{i}")).id
+        (
+            await session.start_task(
+                f"stuck {i}",
+                agent="forever",
+                idempotency_key=f"stuck-{i}",
+                max_attempts=2 if i == 0 else 1,
+            )
+        ).id
         for i in range(4)
     ]
+    for task_id in inflight[:2]:  # both running before the kill
+        while (await session.get_task(task_id))["status"] != "running":
+            await session.get_task(task_id, wait_s=0.05)
     print(
         json.dumps({"session": session.id, "turn": turn, "done": done, "inflight": inflight}),
         flush=True,

@@ -36,9 +36,13 @@ class LoadEvents:
 
 @dataclass(frozen=True, slots=True)
 class Reserve:
-    """Take a place in the task queue; ``resolve`` gets None or the QueueFullError."""
+    """Take a place in the task queue; ``resolve`` gets None or the QueueFullError.
+
+    ``force`` takes it past ``max_queued_tasks``: for a task accepted before a restart.
+    """
 
     task_id: str
+    force: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,12 +120,21 @@ class StartTask:
     reply: Reply
     idempotency_key: str | None = None
     request_id: str | None = None
+    max_attempts: int = 1
 
 
 @dataclass(frozen=True, slots=True)
 class TaskStarted:
     task_id: str
     started_at: float
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Recover:
+    """At start-up: this task was queued or running when the last process ended."""
+
+    task_id: str
 
 
 @dataclass(frozen=True, slots=True)

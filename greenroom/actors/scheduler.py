@@ -55,8 +55,9 @@ class Scheduler:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def reserve(self) -> None:
-        """Take a place for one more task.
+    def reserve(self, *, force: bool = False) -> None:
+        """Take a place for one more task (``force``: past the queue bound, for a task
+        that was accepted before a restart).
 
         Raises:
             QueueFullError: running and queued tasks are at their bounds.
@@ -65,7 +66,7 @@ class Scheduler:
         if self._closed:
             raise ShuttingDownError("greenroom is shutting down; no new tasks")
         waiting = len(self._queue) + self._reserved
-        if len(self._live) >= self.max_running and waiting >= self.max_queued:
+        if not force and len(self._live) >= self.max_running and waiting >= self.max_queued:
             raise QueueFullError(
                 f"{self.max_queued} tasks already queued behind {self.max_running} running "
                 "(limits.max_queued_tasks); retry later",

@@ -212,7 +212,7 @@ class SessionActor(LoopActor):
 
     def _reserve(self, effect: fx.Reserve) -> None:
         try:
-            self.runtime.scheduler.reserve()
+            self.runtime.scheduler.reserve(force=effect.force)
         except Exception as exc:
             self._resolved_now(exc)
         else:

@@ -20,9 +20,11 @@ from greenroom.actors import effects as fx
 from greenroom.actors import messages as m
 from greenroom.actors.bridge import ReplyTo
 from greenroom.errors import (
+    AckBeyondLastSeqError,
     AgentNotFoundError,
     CapacityError,
     GreenroomError,
+    IdempotencyKeyReusedError,
     TaskNotFoundError,
     TurnInProgressError,
 )
@@ -35,6 +37,7 @@ from greenroom.models import (
     EVENT_TASK_STARTED,
     TASK_KINDS,
     ChatMessage,
+    ErrorInfo,
     Event,
     ResultsPage,
     SessionSnapshot,
@@ -253,11 +256,21 @@ class SessionCore:
     # --- tasks ------------------------------------------------------------------------
 
     def _start_task(self, msg: m.StartTask, now: float) -> Effects:
-        if msg.idempotency_key and msg.idempotency_key in self.idem:
-            task = self.tasks[self.idem[msg.idempotency_key]]
-            log = fx.Log("info", "task_idempotent_replay", {"task_id": task.id})
-            return [log, fx.Answer(msg.reply, task.to_json())]
         task, history = self._new_task(msg, now)
+        if msg.idempotency_key and msg.idempotency_key in self.idem:
+            first = self.tasks[self.idem[msg.idempotency_key]]
+            if _request_of(first) != _request_of(task):
+                raise IdempotencyKeyReusedError(
+                    f"Idempotency-Key {msg.idempotency_key!r} already started task "
+                    f"{first.id} with a different request; use a new key"
+                )
+            log = fx.Log("info", "task_idempotent_replay", {"task_id": first.id})
+            return [log, fx.Answer(msg.reply, first.to_json())]
+        if len(self.tasks) >= self.limits.max_tasks_per_session:
+            raise CapacityError(
+                f"session {self.id} keeps {len(self.tasks)} tasks "
+                "(limits.max_tasks_per_session); acknowledge results to free them"
+            )
 
         def reserved(error: Any, now: float) -> Effects:
             if error is not None:
@@ -297,13 +310,14 @@ class SessionCore:
             raise ValueError(
                 f"timeout_s: must be > 0 and <= {limits.task_timeout_s}, got {msg.timeout_s}"
             )
+        attempts = msg.max_attempts
+        if not isinstance(attempts, int) or not 1 <= attempts <= limits.max_task_attempts:
+            raise ValueError(
+                f"max_attempts: must be an integer from 1 to {limits.max_task_attempts} "
+                f"(limits.max_task_attempts), got {attempts!r}"
+            )
         agent = msg.agent or self.record.agent
         self._check_agent(agent)
-        if len(self.tasks) >= limits.max_tasks_per_session:
-            raise CapacityError(
-                f"session {self.id} keeps {len(self.tasks)} tasks "
-                "(limits.max_tasks_per_session); acknowledge results to free them"
-            )
         task = TaskRecord(
             id=new_id("tsk"),
             session_id=self.id,
@@ -312,9 +326,10 @@ class SessionCore:
             prompt=msg.prompt,
             status=TaskStatus.QUEUED,
             created_at=now,
-            timeout_s=msg.timeout_s,
+            timeout_s=msg.timeout_s or limits.task_timeout_s,  # the effective timeout
             idempotency_key=msg.idempotency_key,
             request_id=msg.request_id,
+            max_attempts=attempts,
         )
         user = {"role": "user", "content": msg.prompt}
         history = [c.to_chat() for c in self.transcript] if msg.kind == "side" else []
@@ -324,7 +339,9 @@ class SessionCore:
         task = self.tasks.get(msg.task_id)
         if task is None or task.status is not TaskStatus.QUEUED:
             return []
-        started = task.evolve(status=TaskStatus.RUNNING, started_at=msg.started_at)
+        started = task.evolve(
+            status=TaskStatus.RUNNING, started_at=msg.started_at, attempt=msg.attempt
+        )
         event = Event(EVENT_TASK_STARTED, {"task": started.to_json()}, self.last_seq + 1, now)
 
         def stored(error: Any, now: float) -> Effects:
@@ -379,6 +396,55 @@ class SessionCore:
             ]
 
         return self._persist(Write(self.id, tasks=(final,), events=(event,)), stored)
+
+    def _recover(self, msg: m.Recover, now: float) -> Effects:
+        """A task the last process left queued or running: queue it again, or record it
+        ``interrupted`` when it was running and has no attempt left."""
+        task = self.tasks.get(msg.task_id)
+        if task is None or task.status.terminal:
+            return []
+        # A running task has used at least one attempt (rows from before attempts were
+        # counted say 0).
+        used = max(task.attempt, 1) if task.status is TaskStatus.RUNNING else task.attempt
+        if task.status is TaskStatus.RUNNING and used >= task.max_attempts:
+            interrupted = task.evolve(
+                status=TaskStatus.INTERRUPTED,
+                finished_at=now,
+                error=ErrorInfo("Interrupted", "interrupted by restart"),
+            )
+            return self._task_completed(m.TaskCompleted(interrupted, task.request_id), now)
+        history = self._history_for(task)
+
+        def reserved(error: Any, now: float) -> Effects:
+            if error is not None:  # shutting down already: the next start recovers it
+                return [fx.Log("warning", "task_requeue_refused", {"task_id": task.id})]
+            fields = {"task_id": task.id, "was": task.status.value, "attempt": task.attempt}
+            log = fx.Log("warning", "task_requeued", dict(fields, request_id=task.request_id))
+            if task.status is TaskStatus.QUEUED:
+                return [log, fx.Submit(task, history)]
+            queued = task.evolve(status=TaskStatus.QUEUED, started_at=None, attempt=used)
+            data = {"task": queued.to_json(), "requeued": True}
+            event = Event(EVENT_TASK_QUEUED, data, self.last_seq + 1, now)
+
+            def stored(error: Any, now: float) -> Effects:
+                if error is not None:
+                    return [fx.Release(task.id), fx.Later(STORE_RETRY_S, msg)]
+                self.last_seq = event.seq or self.last_seq
+                self.tasks[task.id] = queued
+                return [log, *self._publish(event), fx.Submit(queued, history)]
+
+            return self._persist(Write(self.id, tasks=(queued,), events=(event,)), stored)
+
+        return self._await(fx.Reserve(task.id, force=True), reserved)
+
+    def _history_for(self, task: TaskRecord) -> Any:
+        """What the agent starts from: the transcript up to the task for a side
+        question, only the prompt for a background job."""
+        user = {"role": "user", "content": task.prompt}
+        if task.kind != "side":
+            return [user]
+        earlier = [c.to_chat() for c in self.transcript if c.created_at <= task.created_at]
+        return [*earlier, user]
 
     def _get_task(self, msg: m.GetTask, now: float) -> Effects:
         task = self._task(msg.task_id)
@@ -437,10 +503,11 @@ class SessionCore:
         return []
 
     def _ack(self, msg: m.Ack, now: float) -> Effects:
-        if msg.up_to < 0 or msg.up_to > self.last_seq:
-            raise ValueError(
-                f"up_to: must be between 0 and the session's last seq "
-                f"{self.last_seq}, got {msg.up_to}"
+        if msg.up_to < 0:
+            raise ValueError(f"up_to: must be >= 0, got {msg.up_to}")
+        if msg.up_to > self.last_seq:
+            raise AckBeyondLastSeqError(
+                f"up_to: {msg.up_to} is past the session's last seq {self.last_seq}"
             )
         log = fx.Log("info", "results_acked", {"up_to": msg.up_to})
         if msg.up_to <= self.acked_up_to:
@@ -546,6 +613,7 @@ _HANDLERS: dict[type, Callable[[SessionCore, Any, float], Effects]] = {
     m.StartTask: SessionCore._start_task,
     m.TaskStarted: SessionCore._task_started,
     m.TaskCompleted: SessionCore._task_completed,
+    m.Recover: SessionCore._recover,
     m.GetTask: SessionCore._get_task,
     m.ListTasks: SessionCore._list_tasks,
     m.CancelTask: SessionCore._cancel_task,
@@ -555,6 +623,11 @@ _HANDLERS: dict[type, Callable[[SessionCore, Any, float], Effects]] = {
     m.Subscribe: SessionCore._subscribe,
     m.Unsubscribe: SessionCore._unsubscribe,
 }
+
+
+def _request_of(task: TaskRecord) -> tuple[Any, ...]:
+    """What a retried request must repeat for its Idempotency-Key to mean the same task."""
+    return (task.prompt, task.kind, task.agent, task.timeout_s, task.max_attempts)
 
 
 def _check_text(name: str, value: Any, max_chars: int) -> None:

@@ -60,10 +60,16 @@ class TaskActor(LoopActor):
 
     def _begin(self) -> None:
         rt = self.runtime
-        self.task.started_at = now()
-        self.task.status = TaskStatus.RUNNING
-        rt.route(self.task.session_id, TaskStarted(self.task.id, self.task.started_at))
-        self.log.info("task_started", agent=self.task.agent, kind=self.task.kind)
+        task = self.task
+        task.started_at, task.status, task.attempt = now(), TaskStatus.RUNNING, task.attempt + 1
+        rt.route(task.session_id, TaskStarted(task.id, task.started_at, task.attempt))
+        self.log.info(
+            "task_started",
+            agent=task.agent,
+            kind=task.kind,
+            attempt=task.attempt,
+            max_attempts=task.max_attempts,
+        )
         try:
             agent = rt.agent(self.task.agent)
         except Exception as exc:
@@ -105,10 +111,7 @@ class TaskActor(LoopActor):
             self.log.info("task_cancel_requested", request_id=message.request_id)
             self._finish(TaskStatus.CANCELLED, error=ErrorInfo("Cancelled", "cancelled by request"))
         elif isinstance(message, Interrupt):
-            self._finish(
-                TaskStatus.INTERRUPTED,
-                error=ErrorInfo("Interrupted", f"interrupted: {message.reason}"),
-            )
+            self._interrupted(message.reason)
         else:
             return super().on_receive(message)
         self.log.debug(
@@ -117,6 +120,26 @@ class TaskActor(LoopActor):
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
         )
         return None
+
+    def _interrupted(self, reason: str) -> None:
+        task = self.task
+        if self.done or task.attempt >= task.max_attempts:
+            error = ErrorInfo("Interrupted", f"interrupted: {reason}")
+            self._finish(TaskStatus.INTERRUPTED, error=error)
+            return
+        # Attempts left: no completion now. The store still says `running`, so the next
+        # start runs it again (its attempt counted); nothing is lost, nothing doubled.
+        self.done = self.reported = True
+        self._cancel_work()
+        self.log.info("task_kept_for_restart", attempt=task.attempt, reason=reason)
+        self.runtime.scheduler.finished(task.id)
+        self.stop()
+
+    def _cancel_work(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.job is not None and not self.job.done():
+            self.job.cancel()  # late output is discarded by the `done` guard
 
     def _on_outcome(self, outcome: AgentOutcome) -> None:
         if self.done:
@@ -137,10 +160,7 @@ class TaskActor(LoopActor):
         if self.done:
             return
         self.done = True
-        if self.timer is not None:
-            self.timer.cancel()
-        if self.job is not None and not self.job.done():
-            self.job.cancel()  # late output is discarded by the `done` guard
+        self._cancel_work()
         task = self.task
         task.status, task.content, task.error = status, content, error
         task.finished_at = now()
@@ -182,10 +202,7 @@ class TaskActor(LoopActor):
     def _ensure_reported(self, error: ErrorInfo) -> None:
         if self.reported:
             return
-        if self.job is not None and not self.job.done():
-            self.job.cancel()
-        if self.timer is not None:
-            self.timer.cancel()
+        self._cancel_work()
         self.done = True
         self.task.status, self.task.error = TaskStatus.FAILED, error
         self.task.content, self.task.finished_at = None, now()

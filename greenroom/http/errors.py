@@ -20,6 +20,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (e.NotFoundError, 404),
+    (e.IdempotencyKeyReusedError, 422),
     (e.ConflictError, 409),
     (e.CapacityError, 429),
     (e.ShuttingDownError, 503),
@@ -45,12 +46,6 @@ class BadRequestError(ValueError):
     def __init__(self, message: str, code: str = "bad_request") -> None:
         super().__init__(message)
         self.code = code
-
-
-class AckBeyondLastSeqError(e.ConflictError):
-    """An acknowledgement past the session's last seq: well-formed, but not yet true."""
-
-    code = "ack_beyond_last_seq"
 
 
 def shutting_down(app: web.Application) -> bool:

@@ -64,6 +64,8 @@ SCHEMAS: JSON = {
             "created_at": _NUM,
             "started_at": _NULLABLE_NUM,
             "timeout_s": _NULLABLE_NUM,
+            "attempt": {"type": "integer", "minimum": 0},
+            "max_attempts": {"type": "integer", "minimum": 1},
             "content": {"type": ["string", "null"]},
             "error": _ERROR_INFO,
             "finished_at": _NULLABLE_NUM,
@@ -114,6 +116,7 @@ def _errors(*statuses: int) -> JSON:
         404: "not found",
         409: "conflict",
         413: "body too large",
+        422: "Idempotency-Key reused with a different body",
         429: "over a bound; see Retry-After",
         503: "shutting down or store unavailable",
         500: "unexpected error (logged with the request id)",
@@ -369,14 +372,27 @@ def _start_task_operation(limits: LimitsSettings) -> JSON:
         "start a background task or side question",
         _json(_ref("Task"), "accepted (or the task an earlier Idempotency-Key started)"),
         status="202",
-        params=[_SID, _header("Idempotency-Key", key, "retries with the same key are safe")],
-        errors=(400, 401, 404, 413, 429, 503, 500),
+        params=[
+            _SID,
+            _header(
+                "Idempotency-Key",
+                key,
+                "a retry with the same key and body returns the same task; "
+                "the same key with a different body is a 422",
+            ),
+        ],
+        errors=(400, 401, 404, 413, 422, 429, 503, 500),
         body=_body(
             {
                 "prompt": _text(limits),
                 "kind": {"enum": ["background", "side", None]},
                 "agent": _NULLABLE_STR,
                 "timeout_s": timeout_s,
+                "max_attempts": {
+                    "type": ["integer", "null"],
+                    "minimum": 1,
+                    "maximum": limits.max_task_attempts,
+                },
             },
             ["prompt"],
         ),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from greenroom.http.errors import AckBeyondLastSeqError, BadRequestError
+from greenroom.http.errors import BadRequestError
 from greenroom.http.keys import SETTINGS
 from greenroom.http.middleware import request_id
 from greenroom.http.routes_sessions import session_of
@@ -40,8 +40,5 @@ async def ack_results(request: web.Request) -> web.Response:
     up_to: int = body["up_to"]
     if up_to < 0:
         raise BadRequestError(f"up_to: must be >= 0, got {up_to}")
-    try:
-        acked = await session_of(request).ack(up_to, request_id=request_id(request))
-    except ValueError as exc:  # the only other refusal: past the session's last seq
-        raise AckBeyondLastSeqError(str(exc)) from None
+    acked = await session_of(request).ack(up_to, request_id=request_id(request))
     return web.json_response({"acked_up_to": acked})

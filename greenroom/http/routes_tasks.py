@@ -15,11 +15,15 @@ routes = web.RouteTableDef()
 
 @routes.post("/v1/sessions/{sid}/tasks")
 async def start_task(request: web.Request) -> web.Response:
-    """``POST .../tasks`` → 202 with the task; ``Idempotency-Key`` returns the same task."""
+    """``POST .../tasks`` → 202 with the task.
+
+    An ``Idempotency-Key`` used again with the same body returns the same task; with a
+    different body it is a 422 (``idempotency_key_reused``).
+    """
     body = await json_body(
         request,
         required={"prompt": str},
-        optional={"kind": str, "agent": str, "timeout_s": float},
+        optional={"kind": str, "agent": str, "timeout_s": float, "max_attempts": int},
     )
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 200:
@@ -30,6 +34,7 @@ async def start_task(request: web.Request) -> web.Response:
         kind if kind is not None else "background",
         body.get("agent"),
         body.get("timeout_s"),
+        max_attempts=1 if body.get("max_attempts") is None else body["max_attempts"],
         idempotency_key=key,
         request_id=request_id(request),
     )

@@ -59,10 +59,16 @@ MIGRATIONS: tuple[str, ...] = (
         session_id TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL,
         ts REAL NOT NULL, data TEXT NOT NULL, PRIMARY KEY (session_id, seq)) WITHOUT ROWID;
     """,
+    # 2: retries across restarts (a queued task is queued again; a running one may run again)
+    """
+    ALTER TABLE tasks ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tasks ADD COLUMN max_attempts INTEGER NOT NULL DEFAULT 1;
+    """,
 )
 _TASK_COLUMNS = (
     "id, session_id, kind, agent, prompt, status, created_at, timeout_s, "
-    "started_at, finished_at, content, error, seq, idempotency_key, request_id"
+    "started_at, finished_at, content, error, seq, idempotency_key, request_id, "
+    "attempt, max_attempts"
 )
 _BATCH_MAX = 512
 
@@ -424,7 +430,7 @@ def _apply(conn: sqlite3.Connection, write: Write) -> None:
         [(sid, m.role, m.content, m.created_at, m.turn_id, m.seq) for m in write.messages],
     )
     conn.executemany(
-        f"INSERT OR REPLACE INTO tasks ({_TASK_COLUMNS}) VALUES ({', '.join('?' * 15)})",
+        f"INSERT OR REPLACE INTO tasks ({_TASK_COLUMNS}) VALUES ({', '.join('?' * 17)})",
         [_task_row(t) for t in write.tasks],
     )
     conn.executemany(
@@ -458,6 +464,8 @@ def _task_row(t: TaskRecord) -> tuple[Any, ...]:
         t.seq,
         t.idempotency_key,
         t.request_id,
+        t.attempt,
+        t.max_attempts,
     )
 
 
@@ -478,6 +486,8 @@ def _task(r: Sequence[Any]) -> TaskRecord:
         seq=r[12],
         idempotency_key=r[13],
         request_id=r[14],
+        attempt=r[15],
+        max_attempts=r[16],
     )
 
 

@@ -20,6 +20,7 @@ from greenroom import (
     TaskTimeoutError,
     TurnInProgressError,
 )
+from greenroom.errors import AckBeyondLastSeqError
 from tests.actors.agents import (
     CrashingAgent,
     Gate,
@@ -257,7 +258,7 @@ async def test_bad_input_gets_clear_errors_and_loses_nothing(orch: Orchestrator)
         await orch.create_session(agent="nope")
     with pytest.raises(TaskNotFoundError):
         await session.get_task("tsk_missing")
-    with pytest.raises(ValueError, match="up_to"):
+    with pytest.raises(AckBeyondLastSeqError, match="up_to"):  # a state conflict, not bad input
         await session.ack(up_to=10_000)
     with pytest.raises(ValueError, match="after"):
         await session.results(after=-1)

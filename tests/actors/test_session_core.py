@@ -16,6 +16,7 @@ from greenroom.actors import effects as fx
 from greenroom.actors import messages as m
 from greenroom.actors.session_core import STORE_RETRY_S, SessionCore
 from greenroom.errors import (
+    AckBeyondLastSeqError,
     AgentNotFoundError,
     QueueFullError,
     ShuttingDownError,
@@ -333,7 +334,9 @@ def test_ack_is_checked_stored_and_never_goes_down() -> None:
     task, _ = start_task(c)
     complete(c, task)
     bad = c.handle(m.Ack(9, Answered()), T0)  # type: ignore[arg-type]
-    assert isinstance(only(bad, fx.Refuse).error, ValueError)
+    assert isinstance(only(bad, fx.Refuse).error, AckBeyondLastSeqError)
+    negative = c.handle(m.Ack(-1, Answered()), T0)  # type: ignore[arg-type]
+    assert isinstance(only(negative, fx.Refuse).error, ValueError)
     reply = Answered()
     assert kinds(c.handle(m.Ack(2, reply), T0)) == ["Persist"]  # type: ignore[arg-type]
     assert c.acked_up_to == 0
