@@ -14,6 +14,7 @@ import resource
 import subprocess
 import sys
 import time
+from typing import Any
 
 from bench.common import ROOT
 
@@ -58,7 +59,8 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated benchmark names")
     args = parser.parse_args()
     wanted = set(args.only.split(",")) if args.only else None
-    results, started = [], time.perf_counter()
+    results: list[dict[str, Any]] = []
+    started = time.perf_counter()
     print(f"greenroom benchmarks ({'quick' if args.quick else 'full'}) on {machine()}", flush=True)
     for module, name in ORDER:
         if wanted and name not in wanted:
@@ -109,7 +111,7 @@ def main() -> int:
     return 0
 
 
-def table(results: list[dict[str, object]]) -> None:
+def table(results: list[dict[str, Any]]) -> None:
     print(
         f"\n{'benchmark':<22}{'value':>14}  {'unit':<16}{'baseline':>10}{'ratio':>9}  "
         f"{'goal':<46}met"

@@ -44,8 +44,8 @@ class _Session:
 
 def make_app(seed: dict[str, list[dict[str, Any]]]) -> web.Application:
     sessions: dict[str, _Session] = {}
-    for sid, results in seed.items():
-        sessions[sid] = _Session(list(results), [r["seq"] for r in results])
+    for sid, seeded in seed.items():
+        sessions[sid] = _Session(list(seeded), [r["seq"] for r in seeded])
 
     async def results(request: web.Request) -> web.Response:
         session = sessions[request.match_info["sid"]]

@@ -179,7 +179,7 @@ def _step(sid: str, seq: int, kind: str, task_row: tuple[Any, ...], data: Any) -
 async def _one_task(writer: GroupCommitWriter, seqs: dict[str, int], task: _Task) -> None:
     sid = task.sid
     seqs[sid] += 1
-    data = {"task": task.info("queued")}
+    data: dict[str, Any] = {"task": task.info("queued")}
     await writer.write(_step(sid, seqs[sid], "task.queued", task.row("queued", None, None), data))
     task.started_at = time.time()
     seqs[sid] += 1

@@ -139,7 +139,8 @@ async def _sse_completion_latency(stream: aiohttp.ClientResponse) -> float:
         if line.startswith("event: "):
             event = line[7:]
         elif line.startswith("data: ") and event == "task.completed":
-            return (time.time() - json.loads(line[6:])["finished_at"]) * 1000
+            finished_at: float = json.loads(line[6:])["finished_at"]
+            return (time.time() - finished_at) * 1000
     raise RuntimeError("event stream ended")
 
 
