@@ -112,10 +112,28 @@ def _resolve(futures: list[asyncio.Future[None]]) -> None:
 
 # --- durable_completions --------------------------------------------------------------
 
+TASK_COLUMNS = (
+    "id",
+    "session_id",
+    "kind",
+    "agent",
+    "prompt",
+    "status",
+    "created_at",
+    "timeout_s",
+    "started_at",
+    "finished_at",
+    "content",
+    "error",
+    "seq",
+    "idempotency_key",
+    "request_id",
+    "attempt",
+    "max_attempts",
+)
 _TASK_UPSERT = (
-    "INSERT OR REPLACE INTO tasks (id, session_id, kind, agent, prompt, status, created_at, "
-    "timeout_s, started_at, finished_at, content, error, seq, idempotency_key, request_id) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT OR REPLACE INTO tasks ({', '.join(TASK_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(TASK_COLUMNS))})"
 )
 _EVENT_INSERT = "INSERT INTO events (session_id, seq, type, ts, data) VALUES (?, ?, ?, ?, ?)"
 _LAST_SEQ = (
@@ -125,7 +143,16 @@ _LAST_SEQ = (
 
 
 class _Task:
-    __slots__ = ("agent", "created_at", "finished_at", "id", "prompt", "sid", "started_at")
+    __slots__ = (
+        "agent",
+        "attempt",
+        "created_at",
+        "finished_at",
+        "id",
+        "prompt",
+        "sid",
+        "started_at",
+    )
 
     def __init__(self, sid: str, prompt: str) -> None:
         self.id = f"tsk_{uuid.uuid4().hex}"
@@ -135,6 +162,7 @@ class _Task:
         self.created_at = time.time()
         self.started_at: float | None = None
         self.finished_at: float | None = None
+        self.attempt = 0
 
     def info(self, status: str) -> dict[str, Any]:
         return {
@@ -145,7 +173,9 @@ class _Task:
             "status": status,
             "created_at": self.created_at,
             "started_at": self.started_at,
-            "timeout_s": None,
+            "timeout_s": 600.0,
+            "attempt": self.attempt,
+            "max_attempts": 1,
         }
 
     def row(self, status: str, content: str | None, seq: int | None) -> tuple[Any, ...]:
@@ -157,7 +187,7 @@ class _Task:
             self.prompt,
             status,
             self.created_at,
-            None,
+            600.0,
             self.started_at,
             self.finished_at,
             content,
@@ -165,6 +195,8 @@ class _Task:
             seq,
             None,
             None,
+            self.attempt,
+            1,
         )
 
 
@@ -182,6 +214,7 @@ async def _one_task(writer: GroupCommitWriter, seqs: dict[str, int], task: _Task
     data: dict[str, Any] = {"task": task.info("queued")}
     await writer.write(_step(sid, seqs[sid], "task.queued", task.row("queued", None, None), data))
     task.started_at = time.time()
+    task.attempt = 1
     seqs[sid] += 1
     data = {"task": task.info("running")}
     await writer.write(_step(sid, seqs[sid], "task.started", task.row("running", None, None), data))
@@ -206,6 +239,13 @@ async def _one_task(writer: GroupCommitWriter, seqs: dict[str, int], task: _Task
 async def completions(n: int, path: Path, sessions: int = 100) -> tuple[float, int]:
     """Seconds to durably record ``n`` tasks' three writes each, and the batches committed,
     into the database ``path`` (made by :func:`create_schema`)."""
+    conn = connect(path)
+    try:
+        columns = tuple(row[1] for row in conn.execute("PRAGMA table_info(tasks)"))
+    finally:
+        conn.close()
+    # The schema is greenroom's: if it grew a column, this baseline must write it too.
+    assert columns == TASK_COLUMNS, f"tasks columns changed: {columns}"
     writer = GroupCommitWriter(path, asyncio.get_running_loop())
     try:
         sids = [f"ses_{uuid.uuid4().hex}" for _ in range(sessions)]
