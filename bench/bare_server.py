@@ -4,9 +4,9 @@
 page (poll_rps) that session starts with those results. Its routes do the least work
 the real ones must do:
 
-* ``GET /v1/sessions/{sid}/results?after=&wait=&limit=``: the results after ``after``
-  (a bisect over a list), serialized to JSON; with ``wait`` and nothing to return, a
-  long-poll parked on a future;
+* ``GET /v1/sessions/{sid}/results?after=&wait=&limit=``: the page after ``after`` (a
+  bisect over a list) with ``next_after`` and ``has_more``, serialized to JSON; with
+  ``wait`` and nothing to return, a long-poll parked on a future;
 * ``POST /v1/sessions``: a new empty session;
 * ``POST /v1/sessions/{sid}/tasks``: the task finishes at once (``finished_at`` is
   stamped then) and its completion is handed to parked long-polls and SSE streams;
@@ -37,9 +37,10 @@ class _Session:
     polls: list[asyncio.Future[None]] = field(default_factory=list)
     streams: list[asyncio.Queue[bytes]] = field(default_factory=list)
 
-    def after(self, after: int, limit: int) -> list[dict[str, Any]]:
+    def after(self, after: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """The page after ``after``, and whether more results follow it."""
         start = bisect.bisect_right(self.seqs, after)
-        return self.results[start : start + limit]
+        return self.results[start : start + limit], start + limit < len(self.results)
 
 
 def make_app(seed: dict[str, list[dict[str, Any]]]) -> web.Application:
@@ -52,15 +53,15 @@ def make_app(seed: dict[str, list[dict[str, Any]]]) -> web.Application:
         after = int(request.query.get("after", 0))
         limit = int(request.query.get("limit", 100))
         wait_s = float(request.query.get("wait", 0))
-        found = session.after(after, limit)
+        found, more = session.after(after, limit)
         if not found and wait_s > 0:
             poll = asyncio.get_running_loop().create_future()
             session.polls.append(poll)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(poll, wait_s)
-            found = session.after(after, limit)
+            found, more = session.after(after, limit)
         next_after = found[-1]["seq"] if found else after
-        return web.json_response({"results": found, "next_after": next_after})
+        return web.json_response({"results": found, "next_after": next_after, "has_more": more})
 
     async def create_session(request: web.Request) -> web.Response:
         sid = f"ses_{uuid.uuid4().hex}"
