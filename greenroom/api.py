@@ -8,6 +8,7 @@ to drop the waiter so parked waiters never pile up.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from greenroom.models import (
     Completion,
     ErrorInfo,
     Event,
+    EventsPage,
     ResultsPage,
     TaskStatus,
     new_id,
@@ -273,27 +275,96 @@ class Session:
         result: int = await self._ask(lambda r: m.Ack(up_to, r, request_id))
         return result
 
+    async def events(
+        self, after: int = 0, *, limit: int = 1000, request_id: str | None = None
+    ) -> EventsPage:
+        """One page of the session's stored events with ``seq > after``, oldest first.
+
+        A ``stream.gap`` event first names exactly the seqs retention pruned. Read on
+        from ``page.next_after`` while ``page.has_more``.
+
+        Raises:
+            ValueError: ``after`` is negative or ``limit`` not in 1..1000.
+            ResumeBeyondLastSeqError: ``after`` is past the session's last seq.
+        """
+        _check_page(after, limit)
+        page: EventsPage = await self._ask(lambda r: m.GetEvents(after, limit, r, request_id))
+        return page
+
     async def subscribe(
         self, after: int | None = None, *, maxsize: int = 1000, request_id: str | None = None
     ) -> Subscription:
-        """Receive the session's events live, after replaying those with ``seq > after``."""
+        """Receive every event with ``seq > after`` in order, then live ones.
+
+        However far behind ``after`` is, nothing is skipped: the subscription reads the
+        stored events page by page, then goes live where the pages end.
+
+        Raises:
+            ResumeBeyondLastSeqError: ``after`` is past the session's last seq.
+        """
+        if after is not None:
+            _check_page(after, 1)
         stream = EventStream(maxsize)
         sub = m.Subscriber(new_id("sub"), asyncio.get_running_loop(), stream)
-        last_seq: int = await self._ask(lambda r: m.Subscribe(sub, after, r, request_id))
-        return Subscription(self, sub, last_seq)
+        feed = Subscription(self, sub, after, request_id)
+        await feed._go_live_or_page()
+        return feed
+
+
+def _check_page(after: int, limit: int) -> None:
+    if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+        raise ValueError(f"after: must be an integer >= 0, got {after!r}")
+    if not isinstance(limit, int) or not 1 <= limit <= 1000:
+        raise ValueError(f"limit: must be between 1 and 1000, got {limit!r}")
 
 
 class Subscription:
-    """A live feed of session events; ``close()`` (or ``async with``) unsubscribes."""
+    """A feed of session events: first the stored ones it missed, then live ones.
 
-    def __init__(self, session: Session, subscriber: m.Subscriber, last_seq: int) -> None:
+    ``close()`` (or ``async with``) unsubscribes.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        subscriber: m.Subscriber,
+        after: int | None,
+        request_id: str | None = None,
+    ) -> None:
         self.session = session
         self.subscriber = subscriber
-        self.last_seq_at_subscribe = last_seq
+        self._after = after
+        self._request_id = request_id
+        self._backlog: collections.deque[Event] = collections.deque()
+        self._live = False
+        self._step: asyncio.Future[None] | None = None
 
     async def get(self) -> Event:
         """The next event (``stream.reset`` / ``stream.closed`` end the feed)."""
+        while not self._live:
+            if self._backlog:
+                return self._backlog.popleft()
+            # One catch-up step at a time, shielded: a get() cancelled mid-step (an SSE
+            # heartbeat) leaves the step to finish, so nothing is read or subscribed twice.
+            if self._step is None or self._step.done():
+                self._step = asyncio.ensure_future(self._go_live_or_page())
+            step = self._step
+            await asyncio.shield(step)
+            step.result()
+        if self._backlog:
+            return self._backlog.popleft()
         return await self.subscriber.stream.get()
+
+    async def _go_live_or_page(self) -> None:
+        after, sub, rid = self._after, self.subscriber, self._request_id
+        last = await self.session._ask(lambda r: m.Subscribe(sub, after, r, rid))
+        if last is not None:
+            self._live = True  # the session replays from memory and sends live events
+            return
+        assert after is not None
+        page = await self.session.events(after, request_id=rid)
+        self._backlog.extend(page.events)
+        self._after = page.next_after
 
     def close(self) -> None:
         """Unsubscribe (idempotent)."""

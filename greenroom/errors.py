@@ -11,6 +11,7 @@ The tree::
     ├── ConflictError(GreenroomError, RuntimeError)      409
     │   ├── TurnInProgressError                          a turn is already running
     │   ├── AckBeyondLastSeqError                        ack past the session's last seq
+    │   ├── ResumeBeyondLastSeqError                     resume after a seq not yet reached
     │   └── IdempotencyKeyReusedError                    same key, another request (422)
     ├── CapacityError(GreenroomError, RuntimeError)      a bound was reached (429)
     │   └── QueueFullError                               max_queued_tasks reached
@@ -84,6 +85,12 @@ class AckBeyondLastSeqError(ConflictError):
     """An acknowledgement past the session's last seq: well-formed, but not yet true."""
 
     code = "ack_beyond_last_seq"
+
+
+class ResumeBeyondLastSeqError(ConflictError):
+    """Events were asked for after a seq the session has not reached (``Last-Event-ID``)."""
+
+    code = "resume_beyond_last_seq"
 
 
 class IdempotencyKeyReusedError(ConflictError):

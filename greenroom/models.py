@@ -272,6 +272,19 @@ class ResultsPage(Sequence[Completion]):
 
 
 @dataclass(frozen=True, slots=True)
+class EventsPage:
+    """Stored events of a session after a seq, oldest first, at most a page of them.
+
+    A ``stream.gap`` event first names exactly the seqs that were pruned (retention).
+    Read on from ``next_after`` while ``has_more``.
+    """
+
+    events: tuple[Event, ...]
+    next_after: int
+    has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """A session event. ``seq`` is None only for ephemeral ``message.delta`` events."""
 

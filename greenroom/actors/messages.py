@@ -201,6 +201,16 @@ class Subscribe:
 
 
 @dataclass(frozen=True, slots=True)
+class GetEvents:
+    """A page of stored events after ``after`` (how a far-behind subscriber catches up)."""
+
+    after: int
+    limit: int
+    reply: Reply
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Unsubscribe:
     subscriber_id: str
 

@@ -25,6 +25,7 @@ from greenroom.errors import (
     CapacityError,
     GreenroomError,
     IdempotencyKeyReusedError,
+    ResumeBeyondLastSeqError,
     TaskNotFoundError,
     TurnInProgressError,
 )
@@ -39,6 +40,7 @@ from greenroom.models import (
     ChatMessage,
     ErrorInfo,
     Event,
+    EventsPage,
     ResultsPage,
     SessionSnapshot,
     TaskRecord,
@@ -537,31 +539,52 @@ class SessionCore:
     # --- events -----------------------------------------------------------------------
 
     def _subscribe(self, msg: m.Subscribe, now: float) -> Effects:
+        """Go live after replaying from memory; or answer None when the subscriber is
+        further behind than the memory ring reaches (it pages with GetEvents first)."""
         after = msg.after
+        self._check_resume(after)
         if after is None or after >= self.last_seq:
             return self._subscribed(msg, [])
-        ring = self.ring
-        if ring and ring[0].seq is not None and ring[0].seq <= after + 1:
-            return self._subscribed(msg, [e for e in ring if e.seq is not None and e.seq > after])
+        if not self._ring_covers(after):
+            return [fx.Answer(msg.reply, None)]
+        return self._subscribed(msg, [e for e in self.ring if e.seq is not None and e.seq > after])
+
+    def _get_events(self, msg: m.GetEvents, now: float) -> Effects:
+        after, limit = msg.after, msg.limit
+        self._check_resume(after)
+        if after >= self.last_seq or self._ring_covers(after):
+            events = [e for e in self.ring if e.seq is not None and e.seq > after][:limit]
+            return [fx.Answer(msg.reply, self._events_page(after, None, events, now))]
 
         def loaded(outcome: Any, now: float) -> Effects:
             if isinstance(outcome, BaseException):
                 return [fx.Refuse(msg.reply, outcome)]
             first, events = outcome
-            if first is None or first > after + 1:
-                gap = Event(
-                    "stream.gap",
-                    {
-                        "after": after,
-                        "first_available": first,
-                        "message": "events before first_available were pruned",
-                    },
-                    ts=now,
-                )
-                events = [gap, *events]
-            return self._subscribed(msg, events)
+            return [fx.Answer(msg.reply, self._events_page(after, first, events, now))]
 
-        return self._await(fx.LoadEvents(after, self.limits.replay_events), loaded)
+        return self._await(fx.LoadEvents(after, limit), loaded)
+
+    def _events_page(
+        self, after: int, first: int | None, events: list[Event], now: float
+    ) -> EventsPage:
+        out = list(events)
+        next_after = events[-1].seq or after if events else after
+        if first is not None or not events:
+            gap_to = (first - 1) if first is not None else self.last_seq
+            if gap_to > after and not (events and events[0].seq == after + 1):
+                out.insert(0, _gap(after, gap_to, first, now))
+                next_after = max(next_after, gap_to)
+        return EventsPage(tuple(out), next_after, next_after < self.last_seq)
+
+    def _ring_covers(self, after: int) -> bool:
+        ring = self.ring
+        return bool(ring) and ring[0].seq is not None and ring[0].seq <= after + 1
+
+    def _check_resume(self, after: int | None) -> None:
+        if after is not None and after > self.last_seq:
+            raise ResumeBeyondLastSeqError(
+                f"after: {after} is past the session's last seq {self.last_seq}"
+            )
 
     def _subscribed(self, msg: m.Subscribe, replay: list[Event]) -> Effects:
         sub = msg.subscriber
@@ -621,8 +644,24 @@ _HANDLERS: dict[type, Callable[[SessionCore, Any, float], Effects]] = {
     m.DropWaiter: SessionCore._drop_waiter,
     m.Ack: SessionCore._ack,
     m.Subscribe: SessionCore._subscribe,
+    m.GetEvents: SessionCore._get_events,
     m.Unsubscribe: SessionCore._unsubscribe,
 }
+
+
+def _gap(after: int, last_pruned: int, first: int | None, now: float) -> Event:
+    """Names exactly the seqs that retention pruned, and nothing else."""
+    return Event(
+        "stream.gap",
+        {
+            "after": after,
+            "missing_from": after + 1,
+            "missing_to": last_pruned,
+            "first_available": first,
+            "message": f"events {after + 1} to {last_pruned} were pruned",
+        },
+        ts=now,
+    )
 
 
 def _request_of(task: TaskRecord) -> tuple[Any, ...]:

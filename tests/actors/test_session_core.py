@@ -298,19 +298,24 @@ def test_subscribers_get_the_recent_events_from_memory_then_live_ones() -> None:
     assert only(published, fx.Publish).event.type == "task.completed"
 
 
-def test_a_subscriber_behind_the_memory_ring_reads_the_store_and_hears_of_the_gap() -> None:
+def test_a_subscriber_behind_the_memory_ring_pages_the_store_and_hears_of_the_gap() -> None:
     c = core(replay_events=1)
     for _ in range(3):
         start_task(c)
     reply = Answered()
-    effects = c.handle(m.Subscribe(subscriber(), 0, reply), T0)  # type: ignore[arg-type]
-    load = only(effects, fx.LoadEvents)
-    assert (load.after, load.limit) == (0, 1)
+    effects = deliver(c.handle(m.Subscribe(subscriber(), 0, reply), T0))  # type: ignore[arg-type]
+    assert reply.values == [None] and c.subscribers == {}  # behind: page first, no live yet
+    page_reply = Answered()
+    load = only(c.handle(m.GetEvents(0, 2, page_reply), T0), fx.LoadEvents)  # type: ignore[arg-type]
+    assert (load.after, load.limit) == (0, 2)
     stored = [Event("task.queued", {}, 2, T0), Event("task.queued", {}, 3, T0)]
-    effects = c.resolve((2, stored), T0)  # seq 1 was pruned
-    replayed = [e.event for e in effects if isinstance(e, fx.Publish)]
-    assert replayed[0].type == "stream.gap" and replayed[0].data["first_available"] == 2
-    assert [e.seq for e in replayed[1:]] == [2, 3]
+    deliver(c.resolve((2, stored), T0))  # seq 1 was pruned
+    page = page_reply.values[0]
+    gap = page.events[0]
+    assert gap.type == "stream.gap" and (gap.data["missing_from"], gap.data["missing_to"]) == (1, 1)
+    assert [e.seq for e in page.events[1:]] == [2, 3]
+    assert (page.next_after, page.has_more) == (3, False)
+    assert effects == [fx.Answer(reply, None)]
 
 
 def test_deltas_go_only_to_the_turns_subscribers() -> None:

@@ -116,6 +116,20 @@ class SSEReader:
 
         return await asyncio.wait_for(read(), timeout_s)
 
+    async def until_id(self, last_id: int, timeout_s: float = 10) -> list[dict[str, str]]:
+        """Every event frame up to and including the one with ``id: last_id``."""
+
+        async def read() -> list[dict[str, str]]:
+            seen: list[dict[str, str]] = []
+            async for frame in self.frames():
+                if "event" in frame:
+                    seen.append(frame)
+                    if frame.get("id") == str(last_id):
+                        return seen
+            raise AssertionError(f"the stream ended before id {last_id}: {seen}")
+
+        return await asyncio.wait_for(read(), timeout_s)
+
 
 def data(frame: dict[str, str]) -> dict[str, Any]:
     """The decoded ``data:`` of an SSE frame."""
