@@ -142,13 +142,19 @@ def _body(properties: JSON, required: list[str], *, optional: bool = False) -> J
 
 _SID = {"name": "sid", "in": "path", "required": True, "schema": {"type": "string"}}
 _TID = {"name": "tid", "in": "path", "required": True, "schema": {"type": "string"}}
-_WAIT = {
-    "name": "wait",
-    "in": "query",
-    "required": False,
-    "description": "long-poll up to this many seconds (capped by server.max_wait_s)",
-    "schema": {"type": "number", "minimum": 0},
-}
+
+
+def _wait(max_wait_s: float) -> JSON:
+    return {
+        "name": "wait",
+        "in": "query",
+        "required": False,
+        "description": f"long-poll up to this many seconds (at most server.max_wait_s, "
+        f"here {max_wait_s}; more is a 400)",
+        "schema": {"type": "number", "minimum": 0, "maximum": max_wait_s},
+    }
+
+
 _COMMON = (401, 404, 503, 500)
 _STATUS_OBJECT = {
     "type": "object",
@@ -227,7 +233,9 @@ def openapi_document(settings: Settings | None = None) -> JSON:
         settings: the server's settings; bounds such as ``max_prompt_chars`` appear in
             the schemas (default: the built-in settings).
     """
-    limits = (settings or Settings()).limits
+    settings = settings or Settings()
+    limits = settings.limits
+    wait = _wait(settings.server.max_wait_s)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -235,7 +243,7 @@ def openapi_document(settings: Settings | None = None) -> JSON:
             "version": "1",
             "description": "Agent sessions with background tasks whose results are never lost.",
         },
-        "paths": {**_health_paths(), **_session_paths(limits), **_task_paths(limits)},
+        "paths": {**_health_paths(), **_session_paths(limits), **_task_paths(limits, wait)},
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -318,7 +326,7 @@ def _events_operation() -> JSON:
     )
 
 
-def _task_paths(limits: LimitsSettings) -> JSON:
+def _task_paths(limits: LimitsSettings, wait: JSON) -> JSON:
     ack = {
         "type": "object",
         "required": ["acked_up_to"],
@@ -337,7 +345,7 @@ def _task_paths(limits: LimitsSettings) -> JSON:
             "get": _op(
                 "one task; ?wait= long-polls until it ends",
                 _json(_ref("Task"), "the task"),
-                params=[_SID, _TID, _WAIT],
+                params=[_SID, _TID, wait],
                 errors=(400, 401, 404, 503, 500),
             )
         },
@@ -348,7 +356,7 @@ def _task_paths(limits: LimitsSettings) -> JSON:
                 params=[_SID, _TID],
             )
         },
-        "/v1/sessions/{sid}/results": {"get": _results_operation()},
+        "/v1/sessions/{sid}/results": {"get": _results_operation(wait)},
         "/v1/sessions/{sid}/results/ack": {
             "post": _op(
                 "acknowledge results up to a seq; 409 past the session's last seq",
@@ -399,7 +407,7 @@ def _start_task_operation(limits: LimitsSettings) -> JSON:
     )
 
 
-def _results_operation() -> JSON:
+def _results_operation(wait: JSON) -> JSON:
     page = {
         "type": "object",
         "required": ["results", "next_after", "has_more"],
@@ -414,7 +422,7 @@ def _results_operation() -> JSON:
         _json(page, "results"),
         params=[
             _SID,
-            _WAIT,
+            wait,
             _query("after", {"type": "integer", "minimum": 0}, "results with a greater seq"),
             _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size"),
         ],

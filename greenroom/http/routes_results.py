@@ -23,7 +23,7 @@ async def get_results(request: web.Request) -> web.Response:
     cap = request.app[SETTINGS].server.max_wait_s
     # Past 2**53 nothing can follow; the cap keeps store queries within SQLite's int64.
     after = int(query_number(request, "after", 0, integer=True, maximum=_MAX_SEQ))
-    wait_s = query_number(request, "wait", 0.0, maximum=cap)
+    wait_s = query_number(request, "wait", 0.0, maximum=cap, cap=False)
     limit = int(
         query_number(request, "limit", 100, integer=True, minimum=1, maximum=1000, cap=False)
     )

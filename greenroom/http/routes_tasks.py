@@ -50,9 +50,12 @@ async def list_tasks(request: web.Request) -> web.Response:
 
 @routes.get("/v1/sessions/{sid}/tasks/{tid}")
 async def get_task(request: web.Request) -> web.Response:
-    """``GET .../tasks/{tid}?wait=S``: the task, once it ends or S seconds (capped) pass."""
+    """``GET .../tasks/{tid}?wait=S``: the task, once it ends or S seconds pass.
+
+    S is at most ``server.max_wait_s``; more is a 400.
+    """
     cap = request.app[SETTINGS].server.max_wait_s
-    wait_s = query_number(request, "wait", 0.0, maximum=cap)
+    wait_s = query_number(request, "wait", 0.0, maximum=cap, cap=False)
     task = await session_of(request).get_task(
         request.match_info["tid"], wait_s=wait_s, request_id=request_id(request)
     )

@@ -75,7 +75,11 @@ async def serve(
     orch = Orchestrator(settings)
     await orch.start()
     app = create_app(orch)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=_CLEANUP_S)
+    # handler_cancellation: a client that disconnects cancels its handler at once, so a
+    # long-poll or an event stream notices a gone client now, not at the next heartbeat.
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=_CLEANUP_S, handler_cancellation=True
+    )
     signals = _install_signal_handlers(loop, stop)
     try:  # from here on, every exit path stops the orchestrator's (non-daemon) threads
         await runner.setup()

@@ -24,6 +24,7 @@ from schemathesis.checks import negative_data_rejection, positive_data_acceptanc
 from schemathesis.generation import GenerationMode
 
 from greenroom import Orchestrator
+from greenroom.config import load_settings
 from greenroom.http.openapi import openapi_document
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,7 +86,9 @@ def server(tmp_path: Path) -> Iterator[Server]:
 def test_openapi_document_is_valid_and_served(server: Server) -> None:
     validate(openapi_document())
     served = requests.get(f"{server.base}/openapi.json", timeout=10)
-    assert served.json() == openapi_document()
+    # The served document carries this server's bounds (max_wait_s 0.2 here).
+    expected = openapi_document(load_settings(overrides={"server": {"max_wait_s": 0.2}}))
+    assert served.json() == expected
 
 
 @pytest.mark.timeout(180)

@@ -106,15 +106,22 @@ async def test_a_long_poll_returns_as_soon_as_the_result_lands(make_client: Clie
     assert finished["status"] == "completed"
 
 
-async def test_a_long_poll_is_capped_at_max_wait_s(make_client: ClientFactory) -> None:
+async def test_a_wait_past_max_wait_s_is_a_400_naming_the_bound(
+    make_client: ClientFactory,
+) -> None:
     client = await make_client(agents={"forever": forever}, server={"max_wait_s": 0.2})
     sid = await new_session(client)
     task = await start_task(client, sid, agent="forever")
-    before = time.monotonic()
-    running = await client.get(f"/v1/sessions/{sid}/tasks/{task['id']}?wait=3600")
-    page = await client.get(f"/v1/sessions/{sid}/results?wait=3600")
-    assert time.monotonic() - before < 10
+    for url in (
+        f"/v1/sessions/{sid}/tasks/{task['id']}?wait=3600",
+        f"/v1/sessions/{sid}/results?wait=3600",
+    ):
+        response = await client.get(url)
+        assert response.status == 400
+        assert "wait: must be <= 0.2" in (await response.json())["error"]["message"]
+    running = await client.get(f"/v1/sessions/{sid}/tasks/{task['id']}?wait=0.2")
     assert (await running.json())["status"] == "running"
+    page = await client.get(f"/v1/sessions/{sid}/results?wait=0.2")
     assert await page.json() == {"results": [], "next_after": 0, "has_more": False}
 
 
