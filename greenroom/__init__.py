@@ -31,7 +31,15 @@ from greenroom.errors import (
     TurnInProgressError,
     UpstreamError,
 )
-from greenroom.models import Completion, ErrorInfo, Event, ResultsPage, TaskStatus
+from greenroom.models import (
+    Completion,
+    ErrorInfo,
+    Event,
+    EventsPage,
+    ResultsPage,
+    SessionsPage,
+    TaskStatus,
+)
 from greenroom.orchestrator import Orchestrator
 from greenroom.settings import Settings
 from greenroom.typing import Agent, AgentContext, History, Store
@@ -53,6 +61,7 @@ __all__ = [
     "EchoAgent",
     "ErrorInfo",
     "Event",
+    "EventsPage",
     "GreenroomError",
     "History",
     "IdempotencyKeyReusedError",
@@ -64,6 +73,7 @@ __all__ = [
     "RetriesExhaustedError",
     "Session",
     "SessionNotFoundError",
+    "SessionsPage",
     "Settings",
     "ShuttingDownError",
     "Store",

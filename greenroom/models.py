@@ -272,6 +272,24 @@ class ResultsPage(Sequence[Completion]):
 
 
 @dataclass(frozen=True, slots=True)
+class SessionsPage:
+    """Sessions newest first, one page; read on with ``after=next_after`` while
+    ``has_more``."""
+
+    sessions: tuple[SessionRecord, ...]
+    next_after: str | None  # the id of this page's last session
+    has_more: bool
+
+    def to_json(self) -> JSON:
+        """The sessions list of the API."""
+        return {
+            "sessions": [s.to_json() for s in self.sessions],
+            "next_after": self.next_after,
+            "has_more": self.has_more,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class EventsPage:
     """Stored events of a session after a seq, oldest first, at most a page of them.
 

@@ -22,7 +22,7 @@ from greenroom.agents import CallableAgent, build_agent
 from greenroom.api import Session
 from greenroom.errors import AgentNotFoundError, ConfigError, NotRunningError, ShuttingDownError
 from greenroom.logs import get_logger
-from greenroom.models import SessionRecord, new_id, now
+from greenroom.models import SessionRecord, SessionsPage, new_id, now
 from greenroom.settings import Settings
 from greenroom.store.lock import DataDirLock
 from greenroom.typing import Agent, AgentCallable, Store
@@ -301,6 +301,32 @@ class Orchestrator:
         runtime.directory.create(record, reply, request_id)
         await reply.future
         return Session(self, record.id)
+
+    async def sessions(self, *, after: str | None = None, limit: int = 50) -> SessionsPage:
+        """The sessions, newest first, one page at a time (a lost id can be found again).
+
+        Args:
+            after: ``next_after`` of the previous page.
+            limit: sessions per page, 1 to 1000.
+
+        Raises:
+            ValueError: ``limit`` out of range or ``after`` not a string.
+            NotRunningError: the orchestrator is not started, or stopped.
+        """
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+            raise ValueError(f"limit: must be between 1 and 1000, got {limit!r}")
+        if after is not None and not isinstance(after, str):
+            raise ValueError(f"after: expected a session id, got {after!r}")
+        runtime = self.runtime
+        done: asyncio.Future[Any] = runtime.loop.create_future()
+        runtime.read(
+            lambda: runtime.store.list_sessions(after=after, limit=limit + 1), done.set_result
+        )
+        found = await done
+        if isinstance(found, BaseException):
+            raise found
+        page = tuple(found[:limit])
+        return SessionsPage(page, page[-1].id if page else after, len(found) > limit)
 
     def session(self, session_id: str) -> Session:
         """A handle on an existing session (calls raise SessionNotFoundError if it is not).

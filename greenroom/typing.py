@@ -157,6 +157,14 @@ class Store(Protocol):
         """
         ...
 
+    def list_sessions(self, *, after: str | None, limit: int) -> list[SessionRecord]:
+        """Sessions newest first (``created_at``, then id), at most ``limit``.
+
+        ``after`` is the id of the last session of the previous page: the page starts
+        after it. An unknown ``after`` gives an empty list.
+        """
+        ...
+
     def count_sessions(self) -> int:
         """How many sessions are stored."""
         ...

@@ -174,6 +174,16 @@ _STATS_OBJECT = {
         "store_read_connections": {"type": "integer"},
     },
 }
+_SESSION_RECORD = {
+    "type": "object",
+    "required": ["id", "agent", "created_at", "metadata"],
+    "properties": {
+        "id": {"type": "string"},
+        "agent": {"type": "string"},
+        "created_at": {"type": "number"},
+        "metadata": {"type": "object"},
+    },
+}
 _BEARER: list[JSON] = [{"bearer": []}]
 # Not blank as Python's str.strip() sees it, which also strips \x1c-\x1f and \x85.
 _NOT_BLANK = "[^\\s\\u001c-\\u001f\\u0085]"
@@ -286,7 +296,35 @@ def _session_paths(limits: LimitsSettings) -> JSON:
                 status="201",
                 errors=(400, 401, 404, 413, 503, 500),
                 body=_body(session_body, [], optional=True),
-            )
+            ),
+            "get": _op(
+                "the sessions, newest first, paged",
+                _json(
+                    {
+                        "type": "object",
+                        "required": ["sessions", "next_after", "has_more"],
+                        "properties": {
+                            "sessions": {"type": "array", "items": _SESSION_RECORD},
+                            "next_after": _NULLABLE_STR,
+                            "has_more": {"type": "boolean"},
+                        },
+                    },
+                    "one page of sessions",
+                ),
+                errors=(400, 401, 503, 500),
+                params=[
+                    _query(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": 1000},
+                        "sessions per page (50 by default)",
+                    ),
+                    _query(
+                        "after",
+                        {"type": "string", "maxLength": 200},
+                        "next_after of the previous page",
+                    ),
+                ],
+            ),
         },
         "/v1/sessions/{sid}": {
             "get": _op("the session", _json(_ref("Session"), "the session"), params=[_SID])

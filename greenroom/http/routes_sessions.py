@@ -5,9 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from greenroom.api import Session
+from greenroom.http.errors import BadRequestError
 from greenroom.http.keys import ORCHESTRATOR
 from greenroom.http.middleware import request_id
-from greenroom.http.validate import json_body
+from greenroom.http.validate import json_body, query_number
 
 routes = web.RouteTableDef()
 
@@ -28,6 +29,20 @@ async def create_session(request: web.Request) -> web.Response:
         body.get("agent"), body.get("metadata"), request_id=request_id(request)
     )
     return web.json_response(await session.info(request_id=request_id(request)), status=201)
+
+
+@routes.get("/v1/sessions")
+async def list_sessions(request: web.Request) -> web.Response:
+    """``GET /v1/sessions?limit=&after=`` → ``{"sessions", "next_after", "has_more"}``,
+    newest first."""
+    limit = int(
+        query_number(request, "limit", 50, integer=True, minimum=1, maximum=1000, cap=False)
+    )
+    after = request.query.get("after") or None
+    if after is not None and len(after) > 200:
+        raise BadRequestError("after: expected a session id (at most 200 characters)", "bad_query")
+    page = await request.app[ORCHESTRATOR].sessions(after=after, limit=limit)
+    return web.json_response(page.to_json())
 
 
 @routes.get("/v1/sessions/{sid}")

@@ -157,6 +157,22 @@ class MemoryStore:
                 stored.events = kept
         return removed
 
+    def list_sessions(self, *, after: str | None, limit: int) -> list[SessionRecord]:
+        """See :meth:`greenroom.typing.Store.list_sessions`."""
+        with self._lock:
+            records = sorted(
+                (s.record for s in self._sessions.values()),
+                key=lambda r: (r.created_at, r.id),
+                reverse=True,
+            )
+        start = 0
+        if after is not None:
+            ids = [r.id for r in records]
+            if after not in ids:
+                return []
+            start = ids.index(after) + 1
+        return [replace(r) for r in records[start : start + limit]]
+
     def count_sessions(self) -> int:
         """See :meth:`greenroom.typing.Store.count_sessions`."""
         with self._lock:

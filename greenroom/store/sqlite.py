@@ -63,6 +63,7 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE tasks ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE tasks ADD COLUMN max_attempts INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX sessions_newest ON sessions (created_at DESC, id DESC);
     """,
 )
 _TASK_COLUMNS = (
@@ -409,6 +410,21 @@ class SqliteStore:
                 conn.execute("ROLLBACK")
                 raise
             return int(tasks) + int(events)
+
+    def list_sessions(self, *, after: str | None, limit: int) -> list[SessionRecord]:
+        """See :meth:`greenroom.typing.Store.list_sessions`."""
+        columns = "SELECT id, agent, created_at, metadata FROM sessions"
+        order = "ORDER BY created_at DESC, id DESC LIMIT ?"
+        with self._reader("list_sessions") as conn:
+            if after is None:
+                rows = conn.execute(f"{columns} {order}", (limit,)).fetchall()
+            else:
+                rows = conn.execute(
+                    f"{columns} WHERE (created_at, id) < "
+                    f"(SELECT created_at, id FROM sessions WHERE id = ?) {order}",
+                    (after, limit),
+                ).fetchall()
+        return [SessionRecord(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
     def count_sessions(self) -> int:
         """See :meth:`greenroom.typing.Store.count_sessions`."""
