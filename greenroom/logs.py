@@ -104,8 +104,11 @@ class _Writer(threading.Thread):
         self.file: TextIO | None = None
         self.size = 0
         if settings.path:
-            Path(settings.path).parent.mkdir(parents=True, exist_ok=True)
-            self.file = open(settings.path, "a", encoding="utf-8")  # noqa: SIM115
+            from greenroom.files import open_private, private_dir
+
+            # No warning from here: the log pipeline is not running yet; the store warns.
+            private_dir(Path(settings.path).parent, warn=False)
+            self.file = open_private(Path(settings.path))
             self.size = self.file.tell()
 
     def run(self) -> None:
@@ -163,7 +166,9 @@ class _Writer(threading.Thread):
             os.replace(base, f"{base}.1")
         else:
             os.truncate(base, 0)
-        self.file = open(base, "a", encoding="utf-8")  # noqa: SIM115
+        from greenroom.files import open_private
+
+        self.file = open_private(Path(base))
         self.size = 0
 
     def _close(self) -> None:

@@ -21,9 +21,10 @@ def open_store(settings: Settings) -> Store:
     if settings.store.kind == "memory":
         store: Store = MemoryStore()
     elif settings.store.kind == "sqlite":
+        from greenroom.files import private_dir
         from greenroom.store.sqlite import SqliteStore
 
-        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+        private_dir(Path(settings.data_dir))
         store = SqliteStore(
             Path(settings.data_dir) / "greenroom.db",
             synchronous=settings.store.synchronous,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from greenroom.errors import StoreError
+from greenroom.files import private_dir, private_file
 
 
 class DataDirLock:
@@ -28,7 +29,8 @@ class DataDirLock:
             StoreError: another process holds it, or the directory is not writable.
         """
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
+            private_file(self.path)
             handle = open(self.path, "a+")  # noqa: SIM115  (held open for the lock's life)
         except OSError as exc:
             raise StoreError(f"cannot create lock file {self.path}: {exc.strerror}") from exc

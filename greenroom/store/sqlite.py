@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from greenroom.errors import StoreError
+from greenroom.files import private_file
 from greenroom.models import (
     ChatMessage,
     ErrorInfo,
@@ -131,6 +132,9 @@ class SqliteStore:
             StoreError: the file cannot be opened, or its schema is newer than this code.
         """
         with self._errors("open"):
+            if not self.path.exists():
+                # SQLite gives the -wal and -shm files the database file's mode.
+                private_file(self.path)
             conn = self._connect()
             try:
                 self._migrate(conn)
