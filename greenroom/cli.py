@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from dataclasses import asdict
 from typing import Any
@@ -36,6 +37,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``greenroom`` console script; returns the exit code."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `greenroom doctor --json | head`: the reader left; that is not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: list[str] | None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     if args_in and args_in[0] in ("trace", "doctor"):
         return _log_tool(args_in[0], args_in[1:])
@@ -44,12 +55,26 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(args)
         if args.command == "config":
-            print(json.dumps(asdict(_settings(args)), indent=2, sort_keys=True))
+            print(json.dumps(_masked(asdict(_settings(args))), indent=2, sort_keys=True))
             return 0
     except GreenroomError as exc:
         print(f"greenroom: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a busy port, an address not on this host: one line
+        print(f"greenroom: error: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 2
+
+
+def _masked(config: dict[str, Any]) -> dict[str, Any]:
+    """The configuration with secrets (the server token, agents' api keys) masked."""
+    from greenroom.logs import redact
+
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        out[key] = _masked(value) if isinstance(value, dict) else value
+    redact(None, "", out)
+    return out
 
 
 def _log_tool(name: str, argv: list[str]) -> int:

@@ -184,12 +184,14 @@ class OpenAIAgent:
                 self.url, json=self._body(history), headers=headers
             ) as response:
                 if response.status != 200:
-                    raise await _status_error(response)
+                    raise await _status_error(response, self.url)
                 async for chunk in _parse_stream(response):
                     yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            raise UpstreamError(f"connection failed: {reason}", retryable=True) from exc
+            raise UpstreamError(
+                f"connection to {self.url} failed: {reason}", retryable=True
+            ) from exc
 
 
 async def _parse_stream(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
@@ -211,8 +213,8 @@ async def _parse_stream(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
     raise UpstreamError("the stream ended without [DONE] (truncated)", retryable=True)
 
 
-async def _status_error(response: aiohttp.ClientResponse) -> UpstreamError:
-    message = f"HTTP {response.status}"
+async def _status_error(response: aiohttp.ClientResponse, url: str) -> UpstreamError:
+    message = f"HTTP {response.status} from {url}"
     try:
         body = await response.json(content_type=None)
         message += f": {body['error']['message']}"

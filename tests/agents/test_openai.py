@@ -112,6 +112,7 @@ async def test_client_errors_are_not_retried() -> None:
             await agent.complete(HISTORY, CTX)
         await agent.aclose()
     assert info.value.status == 400
+    assert f"HTTP 400 from {fake.base_url}" in str(info.value)  # names the URL that failed
     assert len(fake.requests) == 1
 
 
@@ -127,9 +128,10 @@ async def test_unreachable_server_exhausts_retries() -> None:
     async with FakeOpenAI() as fake:
         url = fake.base_url
     agent = make_agent(url, max_retries=1)  # the server is gone: connection refused
-    with pytest.raises(RetriesExhaustedError, match="connection failed"):
+    with pytest.raises(RetriesExhaustedError, match=r"connection to .* failed") as info:
         await agent.complete(HISTORY, CTX)
     await agent.aclose()
+    assert url in str(info.value)
 
 
 def test_missing_key_variable_is_a_config_error_naming_the_variable() -> None:
