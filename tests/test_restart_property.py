@@ -13,16 +13,21 @@ from hypothesis import strategies as st
 from greenroom import Orchestrator
 from tests.actors.agents import Gate
 
-OPS = st.lists(
-    st.one_of(
-        st.tuples(st.just("start"), st.sampled_from(["echo", "gate"]), st.integers(0, 1)),
-        st.tuples(st.just("cancel"), st.integers(0, 50), st.just(0)),
-        st.tuples(st.just("ack"), st.integers(0, 1), st.just(0)),
-        st.tuples(st.just("restart"), st.just(""), st.just(0)),
+START = st.tuples(st.just("start"), st.sampled_from(["echo", "gate"]), st.integers(0, 1))
+# Every example starts a task first: one that starts none would check nothing.
+OPS = st.tuples(
+    START,
+    st.lists(
+        st.one_of(
+            START,
+            st.tuples(st.just("cancel"), st.integers(0, 50), st.just(0)),
+            st.tuples(st.just("ack"), st.integers(0, 1), st.just(0)),
+            st.tuples(st.just("restart"), st.just(""), st.just(0)),
+        ),
+        min_size=2,
+        max_size=24,
     ),
-    min_size=3,
-    max_size=25,
-)
+).map(lambda first_and_rest: [first_and_rest[0], *first_and_rest[1]])
 
 
 def _config(data_dir: str) -> dict[str, Any]:
@@ -60,6 +65,7 @@ async def _run(ops: list[tuple[str, Any, int]], data_dir: str) -> None:
             elif op == "restart":
                 await orch.stop()
                 orch = await _start(data_dir)
+        assert started, "the example started no task"
         await orch.stop()
         orch = await _start(data_dir)  # one last restart, then count
         for sid in sessions:

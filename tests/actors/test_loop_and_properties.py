@@ -10,13 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from greenroom import Orchestrator, TaskStatus
 from greenroom.models import Write
 from greenroom.store import MemoryStore
-from tests.actors.agents import Gate
 from tests.conftest import make_settings
 
 WAIT_S = 10
@@ -85,47 +84,74 @@ async def test_event_loop_keeps_ticking_while_a_session_actor_is_stuck(tmp_path:
 
 # --- property: random mixes keep exactly one completion per task ---------------------
 
-OPS = st.lists(
-    st.one_of(
-        st.tuples(st.just("start"), st.sampled_from(["echo", "gate", "boom"])),
-        st.tuples(st.just("cancel"), st.integers(0, 200)),
-        st.tuples(st.just("wait"), st.integers(0, 200)),
-        st.tuples(st.just("poll"), st.integers(0, 3)),
-        st.tuples(st.just("ack"), st.integers(0, 200)),
-        st.tuples(st.just("open"), st.just(0)),
-    ),
-    min_size=5,
-    max_size=60,
+
+class Turnstile:
+    """An agent that answers when the test opens it; unlike Gate, opening lets through
+    only the calls waiting now, so later tasks block (and queue) again. ``open_for_good``
+    lets every call through from then on."""
+
+    def __init__(self) -> None:
+        self.turn = asyncio.Event()
+
+    async def __call__(self, history: Any) -> str:
+        await self.turn.wait()
+        return "through"
+
+    def open(self) -> None:
+        self.turn.set()
+        self.turn = asyncio.Event()
+
+    def open_for_good(self) -> None:
+        self.turn.set()
+
+
+AGENTS = ("gate", "echo", "boom", "gate")  # gate twice: tasks that stay running or queued
+START = st.tuples(st.just("start"), st.integers(0, 200))  # the agent is AGENTS[arg % 4]
+# Starts and cancels weigh double, so cancels often meet queued and running tasks.
+OP = st.tuples(
+    st.sampled_from(["start", "start", "cancel", "cancel", "wait", "poll", "ack", "open"]),
+    st.integers(0, 200),
+)
+# Every example starts a task first: one that starts none would check nothing.
+OPS = st.tuples(START, st.lists(OP, min_size=4, max_size=59)).map(
+    lambda first_and_rest: [first_and_rest[0], *first_and_rest[1]]
 )
 
 
 async def _run_ops(tmp_path: Path, ops: list[tuple[str, Any]]) -> None:
-    gate = Gate()
+    gate = Turnstile()
 
     async def boom(history: Any) -> str:
         raise ValueError("nope")
 
-    async with Orchestrator(make_settings(tmp_path, max_running_tasks=4)) as orch:
+    # One running task at a time: gate tasks queue behind each other, so cancels often
+    # meet a task still in the scheduler's queue.
+    async with Orchestrator(make_settings(tmp_path, max_running_tasks=1)) as orch:
         orch.register_agent("gate", gate)
         orch.register_agent("boom", boom)
         session = await orch.create_session()
         started = []
-        for op, arg in ops:
+
+        async def apply(op: str, arg: Any) -> None:
             if op == "start":
-                started.append(await session.start_task("p", agent=arg))
+                started.append(await session.start_task("p", agent=AGENTS[arg % len(AGENTS)]))
             elif op == "cancel" and started:
-                await started[arg % len(started)].cancel()
+                await started[arg % len(started)].cancel()  # returns once it has ended
             elif op == "wait" and started:
                 await started[arg % len(started)].refresh()
             elif op == "poll":
-                await session.results(after=arg)
+                await session.results(after=arg % 4)
             elif op == "ack":
                 seen = await session.results()
                 if seen:
                     await session.ack(up_to=seen[arg % len(seen)].seq)
             elif op == "open":
-                gate.opened.set()
-        gate.opened.set()
+                gate.open()
+
+        for op, arg in ops:  # a lost completion shows as a cancel that never returns
+            await asyncio.wait_for(apply(op, arg), WAIT_S)
+        gate.open_for_good()
+        assert started, "the example started no task"
         finals = [await t.wait(timeout=WAIT_S) for t in started]
         results = await session.results(limit=1000)
     assert sorted(r.task_id for r in results) == sorted(t.id for t in started)
@@ -136,9 +162,13 @@ async def _run_ops(tmp_path: Path, ops: list[tuple[str, Any]]) -> None:
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(ops=OPS)
+# Always run, whatever Hypothesis draws: a cancel that meets a task in the scheduler's
+# queue, one that meets a running task, and a turnstile opened between starts.
+@example(ops=[("start", 0), ("start", 0), ("cancel", 1), ("cancel", 0), ("open", 0)])
+@example(ops=[("start", 0), ("open", 0), ("start", 3), ("start", 1), ("cancel", 2)])
 def test_random_operations_yield_exactly_one_completion_per_task(
     tmp_path: Path, ops: list[tuple[str, Any]]
 ) -> None:
