@@ -62,6 +62,7 @@ class _Scan:
         self.tasks: dict[str, _Task] = defaultdict(_Task)
         self.turns: dict[str, tuple[str, str]] = {}  # open turn id -> (session, time)
         self.read: dict[str, set[int]] = defaultdict(set)
+        self.read_tasks: set[str] = set()  # ended tasks read through GET .../tasks/{tid}
         self.acked: dict[str, int] = defaultdict(int)
         self.crashes: list[Finding] = []
         self.slow: dict[str, list[float]] = defaultdict(list)
@@ -83,6 +84,8 @@ class _Scan:
             self.turns.pop(str(line.get("turn_id")), None)
         elif event == "results_read" and sid:
             self.read[str(sid)].update(int(s) for s in line.get("seqs") or [])
+        elif event == "task_read" and tid and line.get("status") not in ("queued", "running"):
+            self.read_tasks.add(str(tid))
         elif event == "results_acked" and sid:
             self.acked[str(sid)] = max(self.acked[str(sid)], int(line.get("up_to") or 0))
         elif event == "actor_crashed":
@@ -96,7 +99,11 @@ class _Scan:
                 )
             )
         duration = line.get("duration_ms")
-        if isinstance(duration, int | float) and duration > self.slow_ms:
+        if (
+            isinstance(duration, int | float)
+            and duration > self.slow_ms
+            and not _long_by_design(line)
+        ):
             name = f"{line.get('actor')} {line.get('msg') or line.get('path') or event}"
             self.slow[name].append(float(duration))
         failed_task = event == "task_finished"  # failed, timed out, cancelled, interrupted
@@ -160,7 +167,7 @@ class _Scan:
         seq = task.recorded_seq or 0
         if seq <= self.acked[task.session_id]:
             return
-        if seq not in self.read[task.session_id]:
+        if seq not in self.read[task.session_id] and tid not in self.read_tasks:
             report.warnings.append(
                 Finding(
                     "result_never_read", f"result of task {tid} (seq {seq}) was never read", ids
@@ -174,6 +181,14 @@ class _Scan:
                     ids,
                 )
             )
+
+
+def _long_by_design(line: dict[str, Any]) -> bool:
+    """Durations that are long on purpose: a task's or a turn's run, an event stream, a
+    long-poll (a handler waiting for its answer is not slow)."""
+    if line.get("event") in ("task_finished", "turn_completed", "turn_failed"):
+        return True
+    return bool(line.get("stream") or line.get("wait_s"))
 
 
 def diagnose(

@@ -50,6 +50,9 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
             method=request.method,
             path=request.path,
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            # Long on purpose: doctor does not call these slow.
+            stream=request.path.endswith("/events") or None,
+            wait_s=request.query.get("wait") or None,
         )
 
 

@@ -129,10 +129,17 @@ async def test_unread_results_are_warnings_that_fail_only_strict_runs(
 ) -> None:
     async with Orchestrator({"store": {"kind": "memory"}, "data_dir": str(tmp_path)}) as orch:
         session = await orch.create_session()
-        await (await session.start_task("nobody reads me")).wait(timeout=10)
+        feed = await session.subscribe()  # waits for the end without reading the result
+        await session.start_task("nobody reads me")
+        while (await asyncio.wait_for(feed.get(), 10)).type != "task.completed":
+            pass
+        read_by_wait = await session.start_task("read by wait")
+        await read_by_wait.wait(timeout=10)  # Task.wait reads it (GET .../tasks/{tid})
     await asyncio.to_thread(flush_logging)  # it waits for the log writer: off the loop
     assert await asyncio.to_thread(doctor_main, ["--log", str(log_path)]) == 0
-    assert "result_never_read" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "[result_never_read]" in out and "(seq 3)" in out
+    assert f"result of task {read_by_wait.id} (seq 6) was read but never acknowledged" in out
     assert await asyncio.to_thread(doctor_main, ["--log", str(log_path), "--strict"]) == 1
 
 
