@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import inspect
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from greenroom.agents.base import BaseAgent
@@ -13,10 +15,41 @@ from greenroom.errors import AgentError, ConfigError
 from greenroom.typing import AgentCallable, AgentContext, History
 
 
+async def in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a blocking ``fn(*args)`` in a daemon thread of its own and await its result.
+
+    Not the loop's default executor: ``asyncio.run`` joins that executor's threads at
+    the end, so a sync agent still running (its task cancelled or interrupted) would
+    hold the program open until it returned. A daemon thread is left behind instead;
+    its late answer is dropped.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if future.done():  # the caller was cancelled meanwhile
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+    def run() -> None:
+        try:
+            value, error = fn(*args), None
+        except BaseException as exc:  # handed to the awaiting coroutine
+            value, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(settle, value, error)
+
+    threading.Thread(target=run, name="greenroom-sync-agent", daemon=True).start()
+    return await future
+
+
 class CallableAgent(BaseAgent):
     """Wraps a callable taking the history and returning a ``str`` (or an awaitable of
     one), or an async generator of ``str`` chunks. A plain synchronous function runs in
-    the loop's default executor so it cannot block the event loop.
+    a daemon thread so it can neither block the event loop nor hold the process open.
 
     Raises:
         TypeError: ``fn`` is not callable.
@@ -40,7 +73,7 @@ class CallableAgent(BaseAgent):
         if self._is_coroutine:
             result: Any = await self.fn(copy)  # type: ignore[misc]
         else:
-            result = await asyncio.get_running_loop().run_in_executor(None, self.fn, copy)
+            result = await in_daemon_thread(self.fn, copy)
             if inspect.isawaitable(result):
                 result = await result
         if hasattr(result, "__aiter__"):
