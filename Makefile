@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-quick clean wrk
+.PHONY: run test lint bench bench-quick clean wrk mutate soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,15 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check greenroom tests bench examples
 	$(BIN)/mypy
 
+# Mutation testing of greenroom/actors and greenroom/store ([tool.mutmut] in pyproject.toml);
+# not part of `make test`. Starts from a fresh copy of the sources every time, then prints the
+# score and every mutant still alive (tools/mutate_report.py). MUTATE_JOBS: parallel mutants.
+MUTATE_JOBS ?= 4
+mutate: $(STAMP)
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children $(MUTATE_JOBS); status=$$?; \
+	  $(BIN)/python tools/mutate_report.py && exit $$status
+
 # wrk is the load generator of poll_rps; installed from Debian when missing (needs root).
 wrk:
 	@command -v wrk >/dev/null || (apt-get install -y wrk >/dev/null 2>&1 || \
@@ -33,6 +42,12 @@ bench: $(STAMP) wrk
 
 bench-quick: $(STAMP) wrk
 	$(BIN)/python -m bench --quick
+
+# Soak: `greenroom serve` under mixed churn for SOAK_SECONDS (tests/soak/load.py), a
+# trajectory line every ~10 s, then the leak checks of the pytest soak; exit 1 if one fails.
+SOAK_SECONDS ?= 600
+soak: $(STAMP)
+	$(BIN)/python -m tests.soak.load --seconds $(SOAK_SECONDS)
 
 clean:
 	rm -rf $(VENV) .greenroom build *.egg-info
