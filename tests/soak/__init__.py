@@ -1,0 +1,1 @@
+"""Soak: a real `greenroom serve` under churn, and proof that nothing leaks."""
