@@ -21,18 +21,17 @@ from greenroom.models import (
     EVENT_MESSAGE_COMPLETED,
     EVENT_MESSAGE_DELTA,
     Completion,
-    ErrorInfo,
     Event,
     EventsPage,
+    Message,
     ResultsPage,
-    TaskStatus,
+    SessionInfo,
+    TaskInfo,
     new_id,
 )
 
 if TYPE_CHECKING:
     from greenroom.orchestrator import Orchestrator
-
-JSONDict = dict[str, Any]
 
 
 _TIMED_OUT: Any = object()
@@ -97,13 +96,13 @@ class Session:
             return False, None
         return True, answer
 
-    async def info(self, *, request_id: str | None = None) -> JSONDict:
+    async def info(self, *, request_id: str | None = None) -> SessionInfo:
         """The session: id, agent, created_at, metadata, task counts.
 
         Raises:
             SessionNotFoundError: no such session.
         """
-        result: JSONDict = await self._ask(lambda r: m.GetInfo(r, request_id))
+        result: SessionInfo = await self._ask(lambda r: m.GetInfo(r, request_id))
         return result
 
     async def start_turn(
@@ -142,9 +141,9 @@ class Session:
             else:
                 raise AgentError(f"the turn's event stream ended: {event.data}")
 
-    async def messages(self, *, request_id: str | None = None) -> list[JSONDict]:
+    async def messages(self, *, request_id: str | None = None) -> list[Message]:
         """The transcript, oldest first."""
-        result: list[JSONDict] = await self._ask(lambda r: m.GetMessages(r, request_id))
+        result: list[Message] = await self._ask(lambda r: m.GetMessages(r, request_id))
         return result
 
     async def start_task(
@@ -167,7 +166,7 @@ class Session:
             ValueError, TypeError: bad prompt, kind or timeout.
             ShuttingDownError: the orchestrator is stopping.
         """
-        info: JSONDict = await self._ask(
+        info: TaskInfo = await self._ask(
             lambda r: m.StartTask(
                 prompt, kind, agent, timeout_s, r, idempotency_key, request_id, max_attempts
             )
@@ -176,7 +175,7 @@ class Session:
 
     async def get_task(
         self, task_id: str, *, wait_s: float = 0, request_id: str | None = None
-    ) -> JSONDict:
+    ) -> TaskInfo:
         """One task; with ``wait_s`` > 0, waits until it ends or the time passes.
 
         Raises:
@@ -187,27 +186,31 @@ class Session:
                 lambda r, w: m.GetTask(task_id, r, True, w, request_id), wait_s
             )
             if done:
-                result: JSONDict = info
-                return result
-        result = await self._ask(lambda r: m.GetTask(task_id, r, request_id=request_id))
+                ended: TaskInfo = info
+                return ended
+        result: TaskInfo = await self._ask(lambda r: m.GetTask(task_id, r, request_id=request_id))
         return result
 
-    def task(self, task_id: str) -> Task:
-        """A handle on one of this session's tasks (not checked until used)."""
-        return Task(self, {"id": task_id, "session_id": self.id})
+    async def task(self, task_id: str) -> Task:
+        """A handle on one of this session's tasks, with its current state.
 
-    async def tasks(self, *, request_id: str | None = None) -> list[JSONDict]:
+        Raises:
+            TaskNotFoundError: no such task in this session.
+        """
+        return Task(self, await self.get_task(task_id))
+
+    async def tasks(self, *, request_id: str | None = None) -> list[TaskInfo]:
         """Every task of the session, running and queued ones included."""
-        result: list[JSONDict] = await self._ask(lambda r: m.ListTasks(r, request_id))
+        result: list[TaskInfo] = await self._ask(lambda r: m.ListTasks(r, request_id))
         return result
 
-    async def cancel_task(self, task_id: str, *, request_id: str | None = None) -> JSONDict:
+    async def cancel_task(self, task_id: str, *, request_id: str | None = None) -> TaskInfo:
         """Cancel a task and return it once it has ended (idempotent).
 
         Raises:
             TaskNotFoundError: no such task in this session.
         """
-        result: JSONDict = await self._ask(lambda r: m.CancelTask(task_id, r, request_id))
+        result: TaskInfo = await self._ask(lambda r: m.CancelTask(task_id, r, request_id))
         return result
 
     async def results(
@@ -380,17 +383,17 @@ class Subscription:
 
 
 class Task:
-    """A background task. ``info`` is its state when the handle was made."""
+    """A background task. ``info`` is its state as last seen (``refresh`` renews it)."""
 
-    def __init__(self, session: Session, info: JSONDict) -> None:
+    def __init__(self, session: Session, info: TaskInfo) -> None:
         self.session = session
-        self.id: str = info["id"]
+        self.id: str = info.id
         self.info = info
 
     def __repr__(self) -> str:
-        return f"Task({self.id!r}, status={self.info.get('status')!r})"
+        return f"Task({self.id!r}, status={self.info.status.value!r})"
 
-    async def refresh(self) -> JSONDict:
+    async def refresh(self) -> TaskInfo:
         """The task's current state."""
         self.info = await self.session.get_task(self.id)
         return self.info
@@ -404,26 +407,13 @@ class Task:
         """
         wait_s = timeout if timeout is not None else 365 * 24 * 3600.0
         self.info = await self.session.get_task(self.id, wait_s=wait_s)
-        if self.info["status"] in ("queued", "running"):
-            raise TaskTimeoutError(f"task {self.id} still {self.info['status']} after {timeout} s")
-        return completion_from_json(self.info)
+        if not self.info.ended:
+            raise TaskTimeoutError(
+                f"task {self.id} still {self.info.status.value} after {timeout} s"
+            )
+        return self.info.completion()
 
-    async def cancel(self) -> JSONDict:
+    async def cancel(self) -> TaskInfo:
         """Cancel the task (idempotent); returns its final state."""
         self.info = await self.session.cancel_task(self.id)
         return self.info
-
-
-def completion_from_json(info: JSONDict) -> Completion:
-    """The Completion of a terminal task object."""
-    return Completion(
-        seq=info["seq"],
-        task_id=info["id"],
-        session_id=info["session_id"],
-        status=TaskStatus(info["status"]),
-        content=info.get("content"),
-        error=ErrorInfo.from_json(info.get("error")),
-        created_at=info["created_at"],
-        started_at=info.get("started_at"),
-        finished_at=info["finished_at"],
-    )

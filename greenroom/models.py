@@ -95,7 +95,7 @@ class SessionRecord:
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
-    """One message of a transcript."""
+    """One message of a transcript (``greenroom.Message``)."""
 
     role: str  # "user" | "assistant" | "system"
     content: str
@@ -192,6 +192,26 @@ class TaskRecord:
             )
         return data
 
+    def info(self) -> TaskInfo:
+        """The task as the API shows it (a frozen copy)."""
+        ended = self.status.terminal
+        return TaskInfo(
+            id=self.id,
+            session_id=self.session_id,
+            kind=self.kind,
+            agent=self.agent,
+            status=self.status,
+            created_at=self.created_at,
+            started_at=self.started_at,
+            timeout_s=self.timeout_s,
+            attempt=self.attempt,
+            max_attempts=self.max_attempts,
+            content=self.content if ended else None,
+            error=self.error if ended else None,
+            finished_at=self.finished_at if ended else None,
+            seq=self.seq if ended else None,
+        )
+
     def completion(self) -> Completion:
         """The completion of a terminal task."""
         if not self.status.terminal or self.seq is None or self.finished_at is None:
@@ -207,6 +227,68 @@ class TaskRecord:
             started_at=self.started_at,
             finished_at=self.finished_at,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """A task as the API shows it: what ``tasks()``, ``get_task()``, ``cancel()`` and
+    ``Task.info`` return. ``content``, ``error``, ``finished_at`` and ``seq`` are set
+    once it has ended."""
+
+    id: str
+    session_id: str
+    kind: str
+    agent: str
+    status: TaskStatus
+    created_at: float
+    started_at: float | None
+    timeout_s: float | None
+    attempt: int
+    max_attempts: int
+    content: str | None = None
+    error: ErrorInfo | None = None
+    finished_at: float | None = None
+    seq: int | None = None
+
+    @property
+    def ended(self) -> bool:
+        """Whether the task is in a terminal status."""
+        return self.status.terminal
+
+    def completion(self) -> Completion:
+        """The completion of an ended task.
+
+        Raises:
+            RuntimeError: the task has not ended.
+        """
+        if not self.ended or self.seq is None or self.finished_at is None:
+            raise RuntimeError(f"task {self.id} has not ended")
+        return Completion(
+            seq=self.seq,
+            task_id=self.id,
+            session_id=self.session_id,
+            status=self.status,
+            content=self.content,
+            error=self.error,
+            created_at=self.created_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """A session as the API shows it: what ``Session.info()`` returns."""
+
+    id: str
+    agent: str
+    created_at: float
+    metadata: JSON
+    task_counts: dict[str, int]
+    last_seq: int
+    acked_up_to: int
+    turn_running: bool
+    messages: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,14 +344,6 @@ class ResultsPage(Sequence[Completion]):
     def __getitem__(self, index: int | slice) -> Completion | Sequence[Completion]:
         return self.results[index]
 
-    def to_json(self) -> JSON:
-        """The results object of the API."""
-        return {
-            "results": [r.to_json() for r in self.results],
-            "next_after": self.next_after,
-            "has_more": self.has_more,
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class SessionsPage:
@@ -279,14 +353,6 @@ class SessionsPage:
     sessions: tuple[SessionRecord, ...]
     next_after: str | None  # the id of this page's last session
     has_more: bool
-
-    def to_json(self) -> JSON:
-        """The sessions list of the API."""
-        return {
-            "sessions": [s.to_json() for s in self.sessions],
-            "next_after": self.next_after,
-            "has_more": self.has_more,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,3 +409,12 @@ class Write:
     tasks: tuple[TaskRecord, ...] = ()
     events: tuple[Event, ...] = ()
     acked_up_to: int | None = None
+
+
+Message = ChatMessage
+"""One message of a session's transcript, as ``Session.messages()`` returns it."""
+
+STREAM_RESET = Event(type="stream.reset", data={"reason": "subscriber too slow"})
+"""Ends a subscription whose reader fell too far behind; resume from the last seq."""
+STREAM_CLOSED = Event(type="stream.closed", data={"reason": "session stopped"})
+"""Ends a subscription because its session stopped (shutdown)."""

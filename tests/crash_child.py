@@ -47,7 +47,7 @@ async def main(data_dir: str) -> None:
         for i in range(4)
     ]
     for task_id in inflight[:2]:  # both running before the kill
-        while (await session.get_task(task_id))["status"] != "running":
+        while (await session.get_task(task_id)).status != "running":
             await session.get_task(task_id, wait_s=0.05)
     print(
         json.dumps({"session": session.id, "turn": turn, "done": done, "inflight": inflight}),

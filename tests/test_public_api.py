@@ -30,6 +30,7 @@ def test_all_lists_every_public_name_and_only_those() -> None:
         "cli",
         "trace",
         "doctor",
+        "files",
         "logread",
         "testing",
     }

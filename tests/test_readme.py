@@ -23,6 +23,19 @@ def block(after_heading: str, language: str) -> str:
     return found.group(1)
 
 
+# After the walkthrough as written: wait (bounded) for the turn's answer to land, so the
+# stream has shown message.completed, then stop the background stream.
+_EPILOGUE = """
+for _ in $(seq 100); do
+  curl -s $B/v1/sessions/$SID/messages | grep -q '"assistant"' && break
+  sleep 0.1
+done
+curl -s $B/v1/sessions/$SID/messages
+sleep 0.2
+kill %1
+"""
+
+
 def test_the_embedded_example_runs(tmp_path: Path) -> None:
     code = block("## Embedded use", "python")
     proc = subprocess.run(
@@ -49,7 +62,7 @@ def test_the_http_walkthrough_runs_against_a_real_server(tmp_path: Path) -> None
     try:
         script = script.replace("B=http://127.0.0.1:8765", f"B={server.base}")
         proc = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script + "\nkill %1\n"],
+            ["bash", "-euo", "pipefail", "-c", script + _EPILOGUE],
             capture_output=True,
             text=True,
             timeout=60,

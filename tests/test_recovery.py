@@ -61,17 +61,17 @@ async def test_kill_9_loses_no_result_and_keeps_the_queue(tmp_path: Path) -> Non
         session = orch.session(str(before["session"]))
         first = await session.results(after=0)
         # Running with no attempt left: interrupted. The others are queued or running again.
-        tasks = {t["id"]: t for t in await session.tasks()}
-        assert tasks[stuck[1]]["status"] == "interrupted"
+        tasks = {t.id: t for t in await session.tasks()}
+        assert tasks[stuck[1]].status == "interrupted"
         for task_id in (stuck[0], stuck[2], stuck[3]):
             info = await session.get_task(task_id, wait_s=0)
-            assert info["status"] in ("queued", "running"), info
+            assert info.status in ("queued", "running"), info
         gate.set()
         for task_id in (stuck[0], stuck[2], stuck[3]):
-            done = await session.task(task_id).wait(timeout=10)
+            done = await (await session.task(task_id)).wait(timeout=10)
             assert done.status is TaskStatus.COMPLETED
             assert done.content == "finished after the restart"
-        attempts = {t["id"]: t["attempt"] for t in await session.tasks()}
+        attempts = {t.id: t.attempt for t in await session.tasks()}
         assert [attempts[t] for t in stuck] == [2, 1, 1, 1]  # "stuck 0" ran twice
         results = await session.results(after=0)
         by_task = {r.task_id: r for r in results}
@@ -83,7 +83,7 @@ async def test_kill_9_loses_no_result_and_keeps_the_queue(tmp_path: Path) -> Non
         assert [r.task_id for r in first] == [r.task_id for r in results][: len(first)]
         assert [r.seq for r in results] == sorted(r.seq for r in results)
         transcript = await session.messages()
-        assert [(m["role"], m["content"]) for m in transcript] == [
+        assert [(m.role, m.content) for m in transcript] == [
             ("user", "remember this"),
             ("assistant", before["turn"]),
         ]

@@ -71,7 +71,7 @@ async def _run(ops: list[tuple[str, Any, int]], data_dir: str) -> None:
         for sid in sessions:
             mine = [tid for s, tid in started if s == sid]
             session = orch.session(sid)
-            finals = [await session.task(tid).wait(timeout=10) for tid in mine]
+            finals = [await (await session.task(tid)).wait(timeout=10) for tid in mine]
             results = await session.results(limit=1000)
             assert sorted(r.task_id for r in results) == sorted(mine)
             assert [r.seq for r in results] == sorted({r.seq for r in results})

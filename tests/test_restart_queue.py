@@ -39,7 +39,7 @@ async def test_a_graceful_restart_keeps_queued_tasks_and_retries_running_ones(
         once = await session.start_task("b", agent="job")
         queued = [await session.start_task(f"q{i}", agent="job") for i in range(3)]
         await asyncio.wait_for(started.wait(), WAIT_S)
-        assert [t["status"] for t in await session.tasks()][2:] == ["queued"] * 3
+        assert [t.status for t in await session.tasks()][2:] == ["queued"] * 3
     sid = session.id
 
     async def quick(history: Any) -> str:
@@ -49,12 +49,14 @@ async def test_a_graceful_restart_keeps_queued_tasks_and_retries_running_ones(
     second.register_agent("job", quick)
     async with second:
         session = second.session(sid)
-        finals = {t.id: await session.task(t.id).wait(timeout=WAIT_S) for t in [retried, *queued]}
+        finals = {
+            t.id: await (await session.task(t.id)).wait(timeout=WAIT_S) for t in [retried, *queued]
+        }
         assert {f.status for f in finals.values()} == {TaskStatus.COMPLETED}
         assert finals[queued[0].id].content == "done: q0"
-        tasks = {t["id"]: t for t in await session.tasks()}
-        assert tasks[retried.id]["attempt"] == 2  # it ran again, and says so
-        assert [tasks[q.id]["attempt"] for q in queued] == [1, 1, 1]
+        tasks = {t.id: t for t in await session.tasks()}
+        assert tasks[retried.id].attempt == 2  # it ran again, and says so
+        assert [tasks[q.id].attempt for q in queued] == [1, 1, 1]
         results = [r async for r in session.iter_results()]
     by_task = {r.task_id: r for r in results}
     assert len(results) == len(by_task) == 5  # exactly one completion per task

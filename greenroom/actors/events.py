@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 from typing import Final
 
-from greenroom.models import Event
+from greenroom.models import STREAM_CLOSED, STREAM_RESET, Event
 
-RESET: Final = Event(type="stream.reset", data={"reason": "subscriber too slow"})
-CLOSED: Final = Event(type="stream.closed", data={"reason": "session stopped"})
+RESET: Final = STREAM_RESET
+CLOSED: Final = STREAM_CLOSED
 
 
 class EventStream:

@@ -42,6 +42,7 @@ from greenroom.models import (
     Event,
     EventsPage,
     ResultsPage,
+    SessionInfo,
     SessionSnapshot,
     TaskRecord,
     TaskStatus,
@@ -153,19 +154,23 @@ class SessionCore:
             return False
         return all(t.status.terminal for t in self.tasks.values())
 
-    def info(self) -> dict[str, Any]:
-        """The session object of the API."""
+    def info(self) -> SessionInfo:
+        """The session as the API shows it."""
         counts: dict[str, int] = {}
         for task in self.tasks.values():
             counts[task.status.value] = counts.get(task.status.value, 0) + 1
-        return {
-            **self.record.to_json(),
-            "task_counts": counts,
-            "last_seq": self.last_seq,
-            "acked_up_to": self.acked_up_to,
-            "turn_running": self.turn_id is not None,
-            "messages": len(self.transcript),
-        }
+        record = self.record
+        return SessionInfo(
+            id=record.id,
+            agent=record.agent,
+            created_at=record.created_at,
+            metadata=dict(record.metadata),
+            task_counts=counts,
+            last_seq=self.last_seq,
+            acked_up_to=self.acked_up_to,
+            turn_running=self.turn_id is not None,
+            messages=len(self.transcript),
+        )
 
     def passivate(self, error: BaseException) -> Effects:
         """Let go of everyone listening: waiters get ``error``, streams are closed."""
@@ -253,7 +258,7 @@ class SessionCore:
         return fx.Log("warning", "turn_failed", dict(fields, duration_ms=msg.duration_ms))
 
     def _messages(self, msg: m.GetMessages, now: float) -> Effects:
-        return [fx.Answer(msg.reply, [c.to_json() for c in self.transcript])]
+        return [fx.Answer(msg.reply, list(self.transcript))]
 
     # --- tasks ------------------------------------------------------------------------
 
@@ -267,7 +272,7 @@ class SessionCore:
                     f"{first.id} with a different request; use a new key"
                 )
             log = fx.Log("info", "task_idempotent_replay", {"task_id": first.id})
-            return [log, fx.Answer(msg.reply, first.to_json())]
+            return [log, fx.Answer(msg.reply, first.info())]
         if len(self.tasks) >= self.limits.max_tasks_per_session:
             raise CapacityError(
                 f"session {self.id} keeps {len(self.tasks)} tasks "
@@ -297,7 +302,7 @@ class SessionCore:
         fields = dict(task_id=task.id, kind=task.kind, agent=task.agent, seq=event.seq)
         fields.update(self._text("prompt", task.prompt))
         return [
-            fx.Answer(msg.reply, task.to_json()),
+            fx.Answer(msg.reply, task.info()),
             fx.Log("info", "task_queued", fields),
             *self._publish(event),
             fx.Submit(task, history),
@@ -459,15 +464,15 @@ class SessionCore:
 
     def _task_answer(self, reply: ReplyTo, task: TaskRecord, request_id: str | None) -> Effects:
         fields = {"task_id": task.id, "status": task.status.value, "request_id": request_id}
-        return [fx.Log("info", "task_read", fields), fx.Answer(reply, task.to_json())]
+        return [fx.Log("info", "task_read", fields), fx.Answer(reply, task.info())]
 
     def _list_tasks(self, msg: m.ListTasks, now: float) -> Effects:
-        return [fx.Answer(msg.reply, [t.to_json() for t in self.tasks.values()])]
+        return [fx.Answer(msg.reply, [t.info() for t in self.tasks.values()])]
 
     def _cancel_task(self, msg: m.CancelTask, now: float) -> Effects:
         task = self._task(msg.task_id)
         if task.status.terminal:
-            return [fx.Answer(msg.reply, task.to_json())]
+            return [fx.Answer(msg.reply, task.info())]
         # Answer once the completion is recorded, so the caller sees the final status.
         self.waiters[new_id("w")] = _Waiter(msg.reply, task_id=task.id, request_id=msg.request_id)
         return [

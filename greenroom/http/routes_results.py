@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from greenroom.http import render
 from greenroom.http.errors import BadRequestError
 from greenroom.http.keys import SETTINGS
 from greenroom.http.middleware import request_id
@@ -30,7 +31,7 @@ async def get_results(request: web.Request) -> web.Response:
     page = await session_of(request).results(
         after, wait_s, limit=limit, request_id=request_id(request)
     )
-    return web.json_response(page.to_json())
+    return web.json_response(render.results(page))
 
 
 @routes.post("/v1/sessions/{sid}/results/ack")

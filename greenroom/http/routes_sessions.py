@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from greenroom.api import Session
+from greenroom.http import render
 from greenroom.http.errors import BadRequestError
 from greenroom.http.keys import ORCHESTRATOR
 from greenroom.http.middleware import request_id
@@ -28,7 +29,8 @@ async def create_session(request: web.Request) -> web.Response:
     session = await orch.create_session(
         body.get("agent"), body.get("metadata"), request_id=request_id(request)
     )
-    return web.json_response(await session.info(request_id=request_id(request)), status=201)
+    info = await session.info(request_id=request_id(request))
+    return web.json_response(render.session(info), status=201)
 
 
 @routes.get("/v1/sessions")
@@ -42,13 +44,14 @@ async def list_sessions(request: web.Request) -> web.Response:
     if after is not None and len(after) > 200:
         raise BadRequestError("after: expected a session id (at most 200 characters)", "bad_query")
     page = await request.app[ORCHESTRATOR].sessions(after=after, limit=limit)
-    return web.json_response(page.to_json())
+    return web.json_response(render.sessions(page))
 
 
 @routes.get("/v1/sessions/{sid}")
 async def get_session(request: web.Request) -> web.Response:
     """``GET /v1/sessions/{sid}``: id, agent, created_at, metadata, task counts."""
-    return web.json_response(await session_of(request).info(request_id=request_id(request)))
+    info = await session_of(request).info(request_id=request_id(request))
+    return web.json_response(render.session(info))
 
 
 @routes.post("/v1/sessions/{sid}/messages")
@@ -64,4 +67,4 @@ async def post_message(request: web.Request) -> web.Response:
 async def get_messages(request: web.Request) -> web.Response:
     """``GET .../messages`` → ``{"messages": [...]}``, oldest first."""
     messages = await session_of(request).messages(request_id=request_id(request))
-    return web.json_response({"messages": messages})
+    return web.json_response({"messages": [render.message(m) for m in messages]})

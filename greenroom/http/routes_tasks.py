@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from greenroom.http import render
 from greenroom.http.errors import BadRequestError
 from greenroom.http.keys import SETTINGS
 from greenroom.http.middleware import request_id
@@ -38,14 +39,14 @@ async def start_task(request: web.Request) -> web.Response:
         idempotency_key=key,
         request_id=request_id(request),
     )
-    return web.json_response(task.info, status=202)
+    return web.json_response(render.task(task.info), status=202)
 
 
 @routes.get("/v1/sessions/{sid}/tasks")
 async def list_tasks(request: web.Request) -> web.Response:
     """``GET .../tasks`` → ``{"tasks": [...]}``, running and queued ones included."""
     tasks = await session_of(request).tasks(request_id=request_id(request))
-    return web.json_response({"tasks": tasks})
+    return web.json_response({"tasks": [render.task(t) for t in tasks]})
 
 
 @routes.get("/v1/sessions/{sid}/tasks/{tid}")
@@ -59,7 +60,7 @@ async def get_task(request: web.Request) -> web.Response:
     task = await session_of(request).get_task(
         request.match_info["tid"], wait_s=wait_s, request_id=request_id(request)
     )
-    return web.json_response(task)
+    return web.json_response(render.task(task))
 
 
 @routes.post("/v1/sessions/{sid}/tasks/{tid}/cancel")
@@ -68,4 +69,4 @@ async def cancel_task(request: web.Request) -> web.Response:
     task = await session_of(request).cancel_task(
         request.match_info["tid"], request_id=request_id(request)
     )
-    return web.json_response(task)
+    return web.json_response(render.task(task))

@@ -16,14 +16,13 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from greenroom.actors.events import CLOSED, RESET
 from greenroom.api import Subscription
 from greenroom.http.errors import BadRequestError
 from greenroom.http.keys import SETTINGS, SHUTDOWN, SSE_STREAMS
 from greenroom.http.middleware import request_id
 from greenroom.http.routes_sessions import session_of
 from greenroom.logs import get_logger
-from greenroom.models import Event
+from greenroom.models import STREAM_CLOSED, STREAM_RESET, Event
 
 log = get_logger()
 routes = web.RouteTableDef()
@@ -104,10 +103,10 @@ async def _pump(
             event = await _next(feed, shutdown, heartbeat_s)
             if event is None:
                 await response.write(_PING)
-            elif event is RESET:
+            elif event is STREAM_RESET:
                 await response.write(_RESET)
                 return
-            elif event is CLOSED or event is _SHUTDOWN_MARK:
+            elif event is STREAM_CLOSED or event is _SHUTDOWN_MARK:
                 await response.write(_SHUTDOWN)
                 return
             else:

@@ -72,7 +72,7 @@ async def test_status_poll_never_drops_tasks_still_running(orch: Orchestrator) -
     quick = await session.start_task("quick")
     await quick.wait(timeout=WAIT_S)
     for _ in range(3):  # polling repeatedly must not pop anything
-        listing = {t["id"]: t["status"] for t in await session.tasks()}
+        listing = {t.id: t.status for t in await session.tasks()}
         assert set(listing) == {t.id for t in slow} | {quick.id}
         assert all(listing[t.id] in ("queued", "running") for t in slow)
         assert listing[quick.id] == "completed"
@@ -106,7 +106,7 @@ async def test_failed_agent_never_leaves_the_task_running(orch: Orchestrator) ->
     assert done.error.type == "RuntimeError"
     assert "exploded" in done.error.message
     listing = await session.tasks()
-    assert [t["status"] for t in listing] == ["failed"]
+    assert [t.status for t in listing] == ["failed"]
 
 
 async def test_empty_answer_is_completed_with_empty_content(orch: Orchestrator) -> None:
@@ -135,8 +135,8 @@ async def test_cancel_twice_gives_one_cancelled_completion(orch: Orchestrator) -
     task = await session.start_task("x", agent="forever")
     first = await task.cancel()
     second = await task.cancel()
-    assert first["status"] == second["status"] == "cancelled"
-    assert first["seq"] == second["seq"]
+    assert first.status == second.status == "cancelled"
+    assert first.seq == second.seq
     assert len(await session.results()) == 1
 
 
@@ -147,8 +147,8 @@ async def test_cancel_of_a_queued_task_never_runs_it(tmp_path: Path) -> None:
         session = await orch.create_session()
         running = await session.start_task("first", agent="gate")
         queued = await session.start_task("second", agent="gate")
-        assert (await session.get_task(queued.id))["status"] == "queued"
-        assert (await queued.cancel())["status"] == "cancelled"
+        assert (await session.get_task(queued.id)).status == "queued"
+        assert (await queued.cancel()).status == "cancelled"
         gate.opened.set()
         assert (await running.wait(timeout=WAIT_S)).status is TaskStatus.COMPLETED
         assert gate.calls == 1
@@ -195,7 +195,7 @@ async def test_foreground_turn_streams_chunks_and_lands_in_the_transcript(
     got = [c async for c in session.send("one two three")]
     assert got == ["one ", "two ", "three "]
     transcript = await session.messages()
-    assert [(m["role"], m["content"]) for m in transcript] == [
+    assert [(m.role, m.content) for m in transcript] == [
         ("user", "one two three"),
         ("assistant", "one two three "),
     ]

@@ -84,7 +84,7 @@ async def _run(tmp_path: Path, ops: list[tuple[str, int]]) -> None:
                 assert done.status is TaskStatus.COMPLETED
                 started[pick.id] += 1
             elif op == "read":
-                assert (await pick.info())["id"] == pick.id
+                assert (await pick.info()).id == pick.id
             elif op == "unknown":
                 with pytest.raises(SessionNotFoundError):
                     await orch.session(f"ses_nobody{arg}").info()

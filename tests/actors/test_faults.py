@@ -68,7 +68,7 @@ async def test_a_crash_in_a_task_actors_handler_gives_one_failed_completion(
     assert [r.task_id for r in results] == [crashed.id, after.id]
     assert [r.status for r in results] == [TaskStatus.FAILED, TaskStatus.COMPLETED]
     assert results[0].seq < results[1].seq
-    assert {t["id"]: t["status"] for t in await session.tasks()} == {
+    assert {t.id: t.status for t in await session.tasks()} == {
         crashed.id: "failed",
         after.id: "completed",
     }

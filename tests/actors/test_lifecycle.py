@@ -91,12 +91,12 @@ async def test_unknown_messages_are_warnings_and_the_actors_go_on(orch: Orchestr
     with capture_logs() as logs:
         runtime.route(session.id, "not a message")
         runtime.directory.actor_ref.tell(3.14)
-        assert (await session.info())["id"] == session.id  # the session still answers
+        assert (await session.info()).id == session.id  # the session still answers
         # The directory's failure policy: a handler error is logged and it goes on.
         runtime.directory.actor_ref.tell(m.Passivated([session.id], 1))  # type: ignore[arg-type]
         await session.info()
         info = await (await orch.create_session()).info()
-    assert info["id"].startswith("ses_")
+    assert info.id.startswith("ses_")
     warned = {(e["event"], e.get("msg")) for e in logs if e["log_level"] == "warning"}
     assert ("unexpected_message", "str") in warned
     assert ("unexpected_message", "float") in warned

@@ -103,5 +103,5 @@ async def test_a_passivated_session_is_reactivated_by_its_next_message(tmp_path:
             assert first.id in sessions_that(logs, "session_passivated")
             assert first.id not in sessions_that(logs, "session_activated")
             assert [r.task_id for r in await first.results()] == [task.id]
-            assert (await first.info())["task_counts"] == {"completed": 1}
+            assert (await first.info()).task_counts == {"completed": 1}
             assert sessions_that(logs, "session_activated") == [first.id]  # from the store

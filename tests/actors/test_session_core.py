@@ -84,7 +84,7 @@ def start_task(c: SessionCore, prompt: str = "p", **kw: Any) -> tuple[TaskRecord
     persist = only(c.resolve(None, T0), fx.Persist)
     done = deliver(c.resolve(None, T0 + 1))
     submit = only(done, fx.Submit)
-    assert reply.values and reply.values[-1]["id"] == submit.task.id
+    assert reply.values and reply.values[-1].id == submit.task.id
     assert persist.write.tasks[0].id == submit.task.id
     return c.tasks[submit.task.id], reply
 
@@ -113,7 +113,7 @@ def test_a_task_is_answered_and_published_only_after_its_queued_write_succeeds()
         c.handle(m.ListTasks(Answered()), T0)  # type: ignore[arg-type]
     effects = deliver(c.resolve(None, T0))
     assert kinds(effects) == ["Answer", "Log", "Submit"]
-    assert c.last_seq == 1 and reply.values[0]["status"] == "queued"
+    assert c.last_seq == 1 and reply.values[0].status == "queued"
 
 
 def test_a_full_queue_refuses_the_task_and_changes_nothing() -> None:
@@ -162,7 +162,7 @@ def test_an_idempotency_key_replays_the_first_task() -> None:
     again = Answered()
     msg = m.StartTask("p", "background", None, None, again, idempotency_key="k1")  # type: ignore[arg-type]
     assert kinds(deliver(c.handle(msg, T0))) == ["Log", "Answer"]
-    assert again.values[0]["id"] == task.id and len(c.tasks) == 1
+    assert again.values[0].id == task.id and len(c.tasks) == 1
 
 
 def submitted_history(kind: str) -> list[str]:
@@ -191,7 +191,7 @@ def test_a_completion_is_visible_only_after_its_write_and_wakes_the_waiters() ->
     effects = deliver(c.resolve(None, T0 + 5))
     assert "Publish" not in kinds(effects)  # nobody subscribed
     assert [r.content for r in poller.values[0]] == ["answer"]
-    assert task_waiter.values[0]["status"] == "completed" and c.waiters == {}
+    assert task_waiter.values[0].status == "completed" and c.waiters == {}
 
 
 def test_a_completion_that_cannot_be_stored_is_retried_and_never_shown() -> None:
@@ -236,7 +236,7 @@ def test_cancel_parks_the_caller_until_the_completion_is_recorded() -> None:
     ended = replace(task, status=TaskStatus.CANCELLED, finished_at=T0 + 1)
     c.handle(m.TaskCompleted(ended), T0 + 1)
     deliver(c.resolve(None, T0 + 1))
-    assert caller.values[0]["status"] == "cancelled"
+    assert caller.values[0].status == "cancelled"
     later = Answered()
     assert kinds(c.handle(m.CancelTask(task.id, later), T0)) == ["Answer"]  # type: ignore[arg-type]
 

@@ -72,5 +72,5 @@ async def test_serve_ends_streams_then_interrupts_running_tasks_within_bounds(
             await asyncio.wait_for(server, 30)
     async with Orchestrator(settings) as orch:  # the record survived the shutdown
         recorded = await orch.session(sid).get_task(task["id"])
-    assert recorded["status"] == "interrupted"
-    assert "shutdown" in recorded["error"]["message"]
+    assert recorded.status == "interrupted"
+    assert recorded.error is not None and "shutdown" in recorded.error.message

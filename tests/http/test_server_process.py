@@ -224,8 +224,8 @@ def test_sigterm_ends_streams_interrupts_running_work_and_exits_cleanly(tmp_path
     # A new process finds the task recorded as interrupted by the shutdown (not left
     # running for a restart to clean up), with exactly one completion.
     recorded, results = asyncio.run(_recorded(data_dir, sid, task["id"]))
-    assert recorded["status"] == "interrupted"
-    assert "shutdown" in recorded["error"]["message"], recorded
+    assert recorded.status == "interrupted"
+    assert recorded.error is not None and "shutdown" in recorded.error.message, recorded
     assert [(r.task_id, r.status.value) for r in results] == [(task["id"], "interrupted")]
 
 

@@ -33,7 +33,7 @@ async def test_an_empty_answer_is_empty_content_everywhere_and_after_a_restart(
             assert completed["content"] == ""
             assert completed["error"] is None
             session = orch.session(sid)
-            done = await session.task(task["id"]).wait(timeout=WAIT_S)
+            done = await (await session.task(task["id"])).wait(timeout=WAIT_S)
             assert (done.status, done.content, done.error) == (TaskStatus.COMPLETED, "", None)
             assert [(r.status, r.content) for r in await session.results()] == [
                 (TaskStatus.COMPLETED, "")
@@ -47,7 +47,7 @@ async def test_an_empty_answer_is_empty_content_everywhere_and_after_a_restart(
         client = TestClient(TestServer(create_app(again), host="127.0.0.1"))
         async with client:
             session = again.session(sid)
-            done = await session.task(task["id"]).wait(timeout=WAIT_S)
+            done = await (await session.task(task["id"])).wait(timeout=WAIT_S)
             assert (done.status, done.content) == (TaskStatus.COMPLETED, "")
             assert [r.content for r in await session.results()] == [""]
             page = await (await client.get(f"/v1/sessions/{sid}/results")).json()
