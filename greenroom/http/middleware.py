@@ -18,6 +18,15 @@ log = get_logger()
 _VALID_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
+MAX_TARGET_BYTES = 8192
+"""The longest request target (path and query) answered; longer is a JSON 414."""
+MAX_HEADER_BYTES = 16384
+"""The most header bytes answered; more is a JSON 431."""
+PARSER_LIMIT_BYTES = 65536
+"""What ``greenroom serve``'s HTTP parser accepts per line and header field; beyond it
+the parser answers a plain-text 400 before greenroom sees the request."""
+
+
 def request_id(request: web.Request) -> str | None:
     """The request's id (set by :func:`request_id_middleware`)."""
     value = request.get(REQUEST_ID)
@@ -87,7 +96,23 @@ async def intake_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """413 before reading a body whose declared length is over ``max_body_bytes``."""
+    """413 before reading a body whose declared length is over ``max_body_bytes``; a JSON
+    414 for a request target over ``MAX_TARGET_BYTES`` and a JSON 431 for headers over
+    ``MAX_HEADER_BYTES`` (``greenroom serve`` lets the HTTP parser take longer ones, so
+    these answers, not the parser's plain-text 400, are what a client meets)."""
+    if len(request.raw_path) > MAX_TARGET_BYTES:
+        return error_response(
+            414,
+            "uri_too_long",
+            f"request target of {len(request.raw_path)} bytes exceeds {MAX_TARGET_BYTES}",
+        )
+    header_bytes = sum(len(k) + len(v) for k, v in request.raw_headers)
+    if header_bytes > MAX_HEADER_BYTES:
+        return error_response(
+            431,
+            "headers_too_large",
+            f"request headers of {header_bytes} bytes exceed {MAX_HEADER_BYTES}",
+        )
     limit = request.app[SETTINGS].limits.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         return error_response(

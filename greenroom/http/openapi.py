@@ -251,7 +251,13 @@ def openapi_document(settings: Settings | None = None) -> JSON:
         "info": {
             "title": "greenroom",
             "version": "1",
-            "description": "Agent sessions with background tasks whose results are never lost.",
+            "description": (
+                "Agent sessions with background tasks whose results are never lost. "
+                "Every error is JSON ({error: {code, message}}): a request target over "
+                "8192 bytes is a 414, headers over 16384 bytes a 431. Only a request "
+                "line or header field over 65536 bytes is refused by the HTTP parser "
+                "itself, with a plain-text 400, before greenroom sees it."
+            ),
         },
         "paths": {**_health_paths(), **_session_paths(limits), **_task_paths(limits, wait)},
         "components": {

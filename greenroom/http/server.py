@@ -18,6 +18,7 @@ from aiohttp import web
 from greenroom.errors import ConfigError
 from greenroom.http.app import create_app
 from greenroom.http.keys import SHUTDOWN, SSE_STREAMS
+from greenroom.http.middleware import PARSER_LIMIT_BYTES
 from greenroom.logs import get_logger
 from greenroom.orchestrator import Orchestrator
 from greenroom.settings import Settings
@@ -77,8 +78,15 @@ async def serve(
     app = create_app(orch)
     # handler_cancellation: a client that disconnects cancels its handler at once, so a
     # long-poll or an event stream notices a gone client now, not at the next heartbeat.
+    # The parser takes lines and header fields up to PARSER_LIMIT_BYTES, so the usual
+    # oversize requests reach the middleware and get a JSON 414/431 (not a text 400).
     runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=_CLEANUP_S, handler_cancellation=True
+        app,
+        handle_signals=False,
+        shutdown_timeout=_CLEANUP_S,
+        handler_cancellation=True,
+        max_line_size=PARSER_LIMIT_BYTES,
+        max_field_size=PARSER_LIMIT_BYTES,
     )
     signals = _install_signal_handlers(loop, stop)
     try:  # from here on, every exit path stops the orchestrator's (non-daemon) threads
