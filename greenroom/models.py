@@ -213,20 +213,12 @@ class TaskRecord:
         )
 
     def completion(self) -> Completion:
-        """The completion of a terminal task."""
-        if not self.status.terminal or self.seq is None or self.finished_at is None:
-            raise RuntimeError(f"task {self.id} has not ended")
-        return Completion(
-            seq=self.seq,
-            task_id=self.id,
-            session_id=self.session_id,
-            status=self.status,
-            content=self.content,
-            error=self.error,
-            created_at=self.created_at,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-        )
+        """The completion of a terminal task.
+
+        Raises:
+            RuntimeError: the task has not ended.
+        """
+        return self.info().completion()
 
 
 @dataclass(frozen=True, slots=True)
