@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from greenroom import Orchestrator, TurnInProgressError
+from greenroom.doctor import doctor_main
 from greenroom.errors import AgentError
 from greenroom.logs import configure_logging, flush_logging, reset_logging
 from greenroom.models import EVENT_MESSAGE_COMPLETED
@@ -222,3 +223,61 @@ async def test_a_second_turn_is_refused_naming_the_running_one(orch: Orchestrato
     assert await asyncio.wait_for(talking, WAIT_S) == "partial rest"
     [done] = await _completions(session)
     assert str(refused.value) == f"session {session.id} is already running turn {done['turn_id']}"
+
+
+class Unanswerable:
+    """An answer that cannot even be tested for truth: the task actor's own handler
+    raises on it (``content or ""``), on pykka's failure path."""
+
+    def __bool__(self) -> bool:
+        raise RuntimeError("the truth of this answer is undefined")
+
+
+class UnanswerableAgent:
+    """A buggy Agent implementation: ``complete`` returns something that is no ``str``."""
+
+    name = "unanswerable"
+
+    async def stream(self, history: History, ctx: AgentContext) -> AsyncIterator[str]:
+        yield "streamed fine"
+
+    async def complete(self, history: History, ctx: AgentContext) -> Any:
+        return Unanswerable()
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_crashed_task_actor_is_logged_so_doctor_names_it(
+    orch: Orchestrator, log_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    orch.register_agent("unanswerable", UnanswerableAgent())
+    session = await orch.create_session()
+    crashed = await session.start_task("x", agent="unanswerable")
+    done = await crashed.wait(timeout=WAIT_S)
+    assert done.error is not None and done.error.type == "ActorCrashed"
+    [line] = await _log_lines(log_path, "actor_crashed")
+    assert line["level"] == "error"
+    assert (line["actor"], line["task_id"], line["session_id"]) == ("task", crashed.id, session.id)
+    assert (line["error_type"], line["error"]) == (
+        "RuntimeError",
+        "the truth of this answer is undefined",
+    )
+    assert await asyncio.to_thread(doctor_main, ["--log", str(log_path)]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "[actor_crashed] task actor crashed: RuntimeError: the truth of this answer is undefined"
+        in out
+    )
+    [recorded] = await _log_lines(log_path, "completion_recorded")  # exactly one completion
+    assert (recorded["task_id"], recorded["status"]) == (crashed.id, "failed")
+
+
+async def test_stats_count_the_live_sessions(orch: Orchestrator) -> None:
+    first = await orch.create_session()
+    await orch.create_session()
+    await first.info()
+    stats = await orch.stats()
+    assert stats["live_sessions"] == 2
+    assert stats["passivating"] == 0
+    assert stats["stale_lifecycle_messages"] == 0
