@@ -21,6 +21,7 @@ from greenroom.models import EVENT_MESSAGE_COMPLETED
 from greenroom.settings import LoggingSettings, ServerSettings, Settings, StoreSettings
 from greenroom.typing import AgentContext, History
 from tests.actors.agents import boom
+from tests.conftest import make_settings
 
 WAIT_S = 10
 
@@ -158,9 +159,11 @@ class Recorder:
 
     def __init__(self) -> None:
         self.contexts: list[AgentContext] = []
+        self.histories: list[list[dict[str, str]]] = []
 
     async def stream(self, history: History, ctx: AgentContext) -> AsyncIterator[str]:
         self.contexts.append(ctx)
+        self.histories.append([dict(m) for m in history])
         yield f"{len(history)} messages, "
         yield "last: " + history[-1]["content"]
 
@@ -281,3 +284,43 @@ async def test_stats_count_the_live_sessions(orch: Orchestrator) -> None:
     assert stats["live_sessions"] == 2
     assert stats["passivating"] == 0
     assert stats["stale_lifecycle_messages"] == 0
+
+
+async def test_events_older_than_the_memory_ring_are_read_from_the_store(tmp_path: Path) -> None:
+    async with Orchestrator(make_settings(tmp_path, replay_events=2)) as orch:
+        session = await orch.create_session()
+        tasks = [await session.start_task(f"job {i}") for i in range(4)]
+        for task in tasks:
+            await task.wait(timeout=WAIT_S)
+        seqs: list[int | None] = []
+        page = await session.events(after=0, limit=5)
+        assert [e.seq for e in page.events] == [1, 2, 3, 4, 5]
+        assert (page.next_after, page.has_more) == (5, True)
+        while True:
+            seqs += [e.seq for e in page.events]
+            if not page.has_more:
+                break
+            page = await session.events(after=page.next_after, limit=5)
+        assert seqs == list(range(1, 13))  # queued, started, completed for each task
+        events = (await session.events(after=0)).events
+        completed = {e.data["task_id"] for e in events if e.type == "task.completed"}
+        assert completed == {t.id for t in tasks}
+
+
+async def test_a_background_task_sees_its_prompt_alone_and_a_side_question_the_talk(
+    orch: Orchestrator,
+) -> None:
+    agent = Recorder()
+    orch.register_agent("recorder", agent)
+    session = await orch.create_session(agent="recorder")
+    answer = "".join([c async for c in session.send("hello")])
+    job = await session.start_task("the job", agent="recorder")
+    await job.wait(timeout=WAIT_S)
+    side = await session.start_task("a side question", kind="side", agent="recorder")
+    await side.wait(timeout=WAIT_S)
+    assert agent.histories[1] == [{"role": "user", "content": "the job"}]
+    assert agent.histories[2] == [
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": "a side question"},
+    ]
