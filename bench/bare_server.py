@@ -120,14 +120,21 @@ def make_app(seed: dict[str, list[dict[str, Any]]]) -> web.Application:
     return app
 
 
+async def serve(app: web.Application, port: int) -> None:
+    """Bind first, then say so: the caller connects as soon as it reads the line."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    print(f"bare server serving on http://127.0.0.1:{port}", flush=True)
+    await asyncio.Event().wait()  # until SIGTERM
+
+
 def main() -> None:
     port = int(sys.argv[1])
     seed: dict[str, list[dict[str, Any]]] = {}
     if len(sys.argv) > 3:
         seed[sys.argv[2]] = json.loads(sys.argv[3])["results"]
-    app = make_app(seed)
-    print(f"bare server serving on http://127.0.0.1:{port}", flush=True)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    asyncio.run(serve(make_app(seed), port))
 
 
 if __name__ == "__main__":
