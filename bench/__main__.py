@@ -43,6 +43,28 @@ def _children_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def source() -> str:
+    """The commit measured, and whether greenroom/ differed from it (a shared checkout)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "greenroom"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{commit or 'unknown'}{' with uncommitted changes in greenroom/' if dirty else ''}"
+
+
 def machine() -> str:
     cores = len(os.sched_getaffinity(0))
     with open("/proc/meminfo") as handle:
@@ -61,7 +83,12 @@ def main() -> int:
     wanted = set(args.only.split(",")) if args.only else None
     results: list[dict[str, Any]] = []
     started = time.perf_counter()
-    print(f"greenroom benchmarks ({'quick' if args.quick else 'full'}) on {machine()}", flush=True)
+    at_start = source()
+    print(
+        f"greenroom benchmarks ({'quick' if args.quick else 'full'}) on {machine()}, "
+        f"commit {at_start}",
+        flush=True,
+    )
     for module, name in ORDER:
         if wanted and name not in wanted:
             continue
@@ -99,6 +126,7 @@ def main() -> int:
         json.dumps(
             {
                 "machine": machine(),
+                "commit": at_start if source() == at_start else f"{at_start}, then {source()}",
                 "quick": args.quick,
                 "date": time.strftime("%Y-%m-%d"),
                 "results": results,
