@@ -23,12 +23,15 @@ does I/O on the caller's thread.
 from __future__ import annotations
 
 import atexit
+import datetime
 import json
 import logging
 import os
 import queue
 import sys
 import threading
+import time
+import traceback
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any, TextIO
@@ -59,33 +62,69 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return event
 
 
-def _drop_none(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for key in [k for k, v in event.items() if v is None]:
-        del event[key]
-    return event
-
-
 def content_fields(text: str, log_content: bool, key: str = "content") -> dict[str, Any]:
     """``{key: text}`` when content logging is on, else ``{key + "_chars": len(text)}``."""
     return {key: text} if log_content else {f"{key}_chars": len(text)}
 
 
-_Item = dict[str, Any] | threading.Event | None  # an event, a flush marker, or stop
+# An event (level, unix time, name, fields), a flush marker, or stop.
+_Item = tuple[str, float, str, dict[str, Any]] | threading.Event | None
 
 
 class _QueueLogger:
-    """The logger structlog calls: hands the finished event dict to the writer.
+    """greenroom's own logger: a log call puts one tuple on the writer's queue.
 
-    ``SimpleQueue.put`` takes no Python lock, so this never blocks the event loop.
+    Everything else — the timestamp's ISO form, dropping empty fields, redacting
+    secrets, JSON — happens on the writer thread, so a line costs the caller (the event
+    loop, most often) a level check and a ``SimpleQueue.put``, which takes no Python
+    lock and never blocks.
     """
 
-    def __init__(self, sink: queue.SimpleQueue[_Item]) -> None:
+    def __init__(self, sink: queue.SimpleQueue[_Item], level: int) -> None:
         self._sink = sink
+        self._level = level
 
-    def msg(self, **event: Any) -> None:
-        self._sink.put(event)
+    def _put(self, level: int, name: str, event: str, fields: dict[str, Any]) -> None:
+        if level < self._level:
+            return
+        exc_info = fields.pop("exc_info", None)
+        if exc_info:  # the traceback belongs to this thread: format it here
+            fields["exception"] = _format_exception(exc_info)
+        self._sink.put((name, time.time(), event, fields))
 
-    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+    def debug(self, event: str, **fields: Any) -> None:
+        self._put(10, "debug", event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._put(20, "info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._put(30, "warning", event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._put(40, "error", event, fields)
+
+
+def _format_exception(exc_info: Any) -> str:
+    if isinstance(exc_info, BaseException):
+        parts = traceback.format_exception(type(exc_info), exc_info, exc_info.__traceback__)
+    elif isinstance(exc_info, tuple):
+        parts = traceback.format_exception(*exc_info)
+    else:
+        parts = traceback.format_exception(*sys.exc_info())
+    return "".join(parts).rstrip()
+
+
+def _render_event(item: tuple[str, float, str, dict[str, Any]]) -> dict[str, Any]:
+    """The JSON object of one line: fields, then event, level, ts (ISO 8601, UTC)."""
+    level, when, name, fields = item
+    event = {k: v for k, v in fields.items() if v is not None}
+    redact(None, "", event)
+    event["event"] = name
+    event["level"] = level
+    stamp = datetime.datetime.fromtimestamp(when, datetime.UTC)
+    event["ts"] = stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return event
 
 
 class _Writer(threading.Thread):
@@ -121,7 +160,7 @@ class _Writer(threading.Thread):
                 except queue.Empty:
                     break
             stop = any(item is None for item in batch)
-            self._write([item for item in batch if isinstance(item, dict)])
+            self._write([_render_event(item) for item in batch if isinstance(item, tuple)])
             for item in batch:
                 if isinstance(item, threading.Event):
                     item.set()  # flush_logging: everything before the marker is written
@@ -197,20 +236,7 @@ def configure_logging(settings: LoggingSettings, *, stream: TextIO | None = None
         writer = _Writer(settings, stream, readable, console_level)
         writer.start()
         _writers.append(writer)
-        _own.append(
-            structlog.wrap_logger(
-                _QueueLogger(writer.queue),
-                processors=[
-                    structlog.contextvars.merge_contextvars,
-                    structlog.processors.add_log_level,
-                    structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
-                    structlog.processors.format_exc_info,
-                    _drop_none,
-                    redact,
-                ],
-                wrapper_class=structlog.make_filtering_bound_logger(level),
-            )
-        )
+        _own.append(_QueueLogger(writer.queue, level))
 
 
 def _stop_writer() -> None:

@@ -80,6 +80,9 @@ async def _scenario(tmp_path: Path, log_path: Path, *, stuck: bool) -> dict[str,
         text = log_path.read_text()
         log_path.write_text(text + '{"event": "task_fini')
         await orch.stop()
+        # Its shutdown lines must be written before the log is cut again, or a late
+        # write would land after the cut and "finish" the stuck task.
+        await asyncio.to_thread(flush_logging)
         log_path.write_text(text + '{"event": "task_fini')
     return ids
 
