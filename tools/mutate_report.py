@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import os
 import re
 import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path.cwd()  # the repository root: make mutate runs from there, and so does mutmut
 MUTANTS = ROOT / "mutants"
 
 # mutmut's exit-code meaning (mutmut.stats.status_by_exit_code, 3.x); unknown codes are
@@ -119,15 +118,11 @@ def describe(mutant: Mutant, starts: dict[str, int], lines: list[str]) -> None:
         from mutmut.mutation.diff_apply import get_diff_for_mutant
     except ImportError:  # another mutmut: the name alone still identifies the mutant
         return
-    cwd = Path.cwd()
-    try:
-        os.chdir(ROOT)  # mutmut reads mutants/ relative to the working directory
+    try:  # mutmut reads mutants/ relative to the working directory, ROOT
         diff = get_diff_for_mutant(mutant.name, path=mutant.source)
     except Exception as exc:
         mutant.before = f"(no diff: {exc})"
         return
-    finally:
-        os.chdir(cwd)
     offset, index, removed, added = 0, 0, [], []
     for text in diff.splitlines():
         if text.startswith(("---", "+++")):

@@ -13,12 +13,19 @@ from typing import Any
 
 import pytest
 
-from greenroom import Orchestrator, TurnInProgressError
+from greenroom import Orchestrator, TaskStatus, TurnInProgressError
 from greenroom.doctor import doctor_main
 from greenroom.errors import AgentError
 from greenroom.logs import configure_logging, flush_logging, reset_logging
-from greenroom.models import EVENT_MESSAGE_COMPLETED
+from greenroom.models import (
+    EVENT_MESSAGE_COMPLETED,
+    ErrorInfo,
+    Event,
+    SessionRecord,
+    TaskRecord,
+)
 from greenroom.settings import LoggingSettings, ServerSettings, Settings, StoreSettings
+from greenroom.store.sqlite import SqliteStore
 from greenroom.typing import AgentContext, History
 from tests.actors.agents import boom
 from tests.conftest import make_settings
@@ -324,3 +331,73 @@ async def test_a_background_task_sees_its_prompt_alone_and_a_side_question_the_t
         {"role": "assistant", "content": answer},
         {"role": "user", "content": "a side question"},
     ]
+
+
+def _left_running(db: Path, *, attempt: int, max_attempts: int) -> None:
+    """What a crashed process left in its store: a session with a running task."""
+    store = SqliteStore(db)
+    store.open()
+    store.commit("ses_1", session=SessionRecord("ses_1", "echo", 1.0, {}))
+    running = TaskRecord(
+        "tsk_1",
+        "ses_1",
+        "background",
+        "echo",
+        "the job",
+        TaskStatus.RUNNING,
+        1.0,
+        started_at=2.0,
+        request_id="req-before-crash",
+        attempt=attempt,
+        max_attempts=max_attempts,
+    )
+    store.commit("ses_1", tasks=[running], events=[Event("task.queued", {}, 1, 1.0)])
+    store.close()
+
+
+async def test_a_task_left_running_by_a_crash_is_recorded_interrupted_by_the_restart(
+    tmp_path: Path, log_path: Path
+) -> None:
+    settings = Settings(data_dir=str(tmp_path / "data"), store=StoreSettings(kind="sqlite"))
+    await asyncio.to_thread(Path(settings.data_dir).mkdir, parents=True)
+    await asyncio.to_thread(
+        _left_running, Path(settings.data_dir) / "greenroom.db", attempt=1, max_attempts=1
+    )
+    before = time.time()
+    async with Orchestrator(settings) as orch:
+        done = await (await orch.session("ses_1").task("tsk_1")).wait(timeout=WAIT_S)
+    assert done.status is TaskStatus.INTERRUPTED
+    assert done.error == ErrorInfo("Interrupted", "interrupted by restart")
+    assert (done.seq, done.content, done.started_at) == (2, None, 2.0)
+    assert before <= done.finished_at <= time.time()
+    [recorded] = await _log_lines(log_path, "completion_recorded")
+    assert (recorded["task_id"], recorded["request_id"]) == ("tsk_1", "req-before-crash")
+
+
+async def test_a_task_with_attempts_left_is_queued_again_and_runs_after_a_crash(
+    tmp_path: Path, log_path: Path
+) -> None:
+    settings = Settings(data_dir=str(tmp_path / "data"), store=StoreSettings(kind="sqlite"))
+    await asyncio.to_thread(Path(settings.data_dir).mkdir, parents=True)
+    await asyncio.to_thread(
+        _left_running, Path(settings.data_dir) / "greenroom.db", attempt=1, max_attempts=2
+    )
+    async with Orchestrator(settings) as orch:
+        session = orch.session("ses_1")
+        done = await (await session.task("tsk_1")).wait(timeout=WAIT_S)
+        assert (done.status, done.content) == (TaskStatus.COMPLETED, "the job")
+        events = (await session.events(after=0)).events
+        again = await session.get_task("tsk_1")
+    assert [(e.seq, e.type) for e in events] == [
+        (1, "task.queued"),
+        (2, "task.queued"),
+        (3, "task.started"),
+        (4, "task.completed"),
+    ]
+    assert events[1].data["requeued"] is True
+    assert events[1].data["task"]["status"] == "queued"
+    assert events[1].data["task"]["started_at"] is None
+    assert again.attempt == 2 and done.seq == 4
+    [requeued] = await _log_lines(log_path, "task_requeued")
+    assert (requeued["task_id"], requeued["was"], requeued["attempt"]) == ("tsk_1", "running", 1)
+    assert requeued["request_id"] == "req-before-crash"
