@@ -43,26 +43,32 @@ def _children_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def source() -> str:
-    """The commit measured, and whether greenroom/ differed from it (a shared checkout)."""
+def _git(*args: str) -> str:
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "greenroom"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
+        out = subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout
     except OSError:
-        return "unknown"
-    return f"{commit or 'unknown'}{' with uncommitted changes in greenroom/' if dirty else ''}"
+        return ""
+    return out.strip()
+
+
+def source() -> tuple[str, bool]:
+    """The commit measured, and whether greenroom/ differed from it (a shared checkout)."""
+    return _git("rev-parse", "--short", "HEAD"), bool(_git("status", "--porcelain", "greenroom"))
+
+
+def describe(start: tuple[str, bool], end: tuple[str, bool]) -> str:
+    """What was measured: a commit, and whether greenroom/ stayed that commit's."""
+    text = start[0] or "unknown"
+    if start[1] or end[1]:
+        text += " with uncommitted changes in greenroom/"
+    if end[0] != start[0]:
+        changed = _git("diff", "--name-only", start[0], end[0], "--", "greenroom", "bench")
+        text += f" (HEAD moved to {end[0]} during the run; greenroom/ and bench/ " + (
+            "changed)" if changed else "unchanged)"
+        )
+    return text
 
 
 def machine() -> str:
@@ -86,7 +92,7 @@ def main() -> int:
     at_start = source()
     print(
         f"greenroom benchmarks ({'quick' if args.quick else 'full'}) on {machine()}, "
-        f"commit {at_start}",
+        f"commit {describe(at_start, at_start)}",
         flush=True,
     )
     for module, name in ORDER:
@@ -126,7 +132,7 @@ def main() -> int:
         json.dumps(
             {
                 "machine": machine(),
-                "commit": at_start if source() == at_start else f"{at_start}, then {source()}",
+                "commit": describe(at_start, source()),
                 "quick": args.quick,
                 "date": time.strftime("%Y-%m-%d"),
                 "results": results,
