@@ -149,3 +149,36 @@ def test_check_leaves_the_schema_version_as_it_was(tmp_path: Path) -> None:
         conn.close()
     finally:
         store.close()
+
+
+def test_every_field_of_a_task_an_event_and_a_session_comes_back(store: Store) -> None:
+    record = SessionRecord("ses_a", "echo", 1.5, {"user": "ada", "n": 2})
+    running = TaskRecord(
+        "t1",
+        "ses_a",
+        "side",
+        "echo",
+        "the prompt",
+        TaskStatus.RUNNING,
+        2.0,
+        timeout_s=30.0,
+        started_at=2.5,
+        request_id="req-1",
+        attempt=1,
+        max_attempts=3,
+    )
+    event = Event("task.started", {"task_id": "t1"}, 1, 2.75)
+    store.commit("ses_a", session=record, tasks=[running], events=[event])
+    store.commit("ses_b", session=SessionRecord("ses_b", "other", 3.0, {}))
+    snap = store.load_session("ses_a", recent_events=10)
+    assert snap is not None
+    assert snap.tasks == [running]
+    assert snap.recent_events == [event]
+    assert store.events_after("ses_a", 0, 10) == [event]
+    assert store.unfinished_tasks() == [running]
+    assert store.list_sessions(after=None, limit=10) == [
+        SessionRecord("ses_b", "other", 3.0, {}),
+        record,
+    ]
+    assert store.list_sessions(after="ses_b", limit=10) == [record]
+    assert store.load_session("ses_a", recent_events=0).recent_events == []  # type: ignore[union-attr]
