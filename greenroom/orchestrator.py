@@ -320,7 +320,8 @@ class Orchestrator:
         runtime = self.runtime
         done: asyncio.Future[Any] = runtime.loop.create_future()
         runtime.read(
-            lambda: runtime.store.list_sessions(after=after, limit=limit + 1), done.set_result
+            lambda: runtime.store.list_sessions(after=after, limit=limit + 1),
+            lambda outcome: _settle(done, outcome),
         )
         found = await done
         if isinstance(found, BaseException):
@@ -336,6 +337,20 @@ class Orchestrator:
         """
         self.runtime  # noqa: B018  (raises when not running)
         return Session(self, session_id)
+
+    async def check_store(self) -> None:
+        """Check, off the loop, that the store can be read and written.
+
+        Raises:
+            StoreError: it cannot.
+            NotRunningError: the orchestrator is not started, or stopped.
+        """
+        runtime = self.runtime
+        done: asyncio.Future[Any] = runtime.loop.create_future()
+        runtime.read(runtime.store.check, lambda outcome: _settle(done, outcome))
+        outcome = await done
+        if isinstance(outcome, BaseException):
+            raise outcome
 
     async def stats(self) -> dict[str, Any]:
         """Live sessions, live actors by kind, running and queued tasks, threads, and
@@ -360,6 +375,12 @@ class Orchestrator:
         if self._state is not State.RUNNING:
             raise ShuttingDownError("greenroom is shutting down; no new work is accepted")
         return runtime
+
+
+def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
+    """Hand a read's outcome to a waiter that may have gone (a client disconnected)."""
+    if not future.done():
+        future.set_result(outcome)
 
 
 def _ignore(outcome: Any) -> None:

@@ -36,9 +36,8 @@ async def readyz(request: web.Request) -> web.Response:
     """Readiness: not shutting down, and the store passes its check (run off the loop)."""
     if shutting_down(request.app):
         return error_response(503, "shutting_down", "greenroom is shutting down")
-    store = request.app[ORCHESTRATOR].runtime.store
     try:
-        await asyncio.get_running_loop().run_in_executor(None, store.check)
+        await request.app[ORCHESTRATOR].check_store()
     except Exception as exc:  # any failure of the check means "not ready", never a 500
         log.warning(
             "store_check_failed",
