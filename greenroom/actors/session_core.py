@@ -38,6 +38,7 @@ from greenroom.models import (
     EVENT_TASK_STARTED,
     TASK_KINDS,
     ChatMessage,
+    Completion,
     ErrorInfo,
     Event,
     EventsPage,
@@ -100,7 +101,12 @@ class SessionCore:
         self.acked_up_to = snapshot.acked_up_to
         self.ring: deque[Event] = deque(snapshot.recent_events, maxlen=limits.replay_events)
         self.turn_id: str | None = None
-        self.waiters: dict[str, _Waiter] = {}
+        self.waiters: dict[str, _Waiter] = {}  # every parked waiter by id
+        # Indexes over `waiters`: a completion wakes its task's waiters without a scan
+        # (a scan made completing n tasks with n waiters O(n^2)), and the results ones.
+        self._task_waiters: dict[str, set[str]] = {}
+        self._result_waiters: set[str] = set()
+        self.completions: dict[int, Completion] = {}  # by seq: built once, read many times
         self.subscribers: dict[str, m.Subscriber] = {}
         self.pending: Continuation | None = None  # waiting for an effect's outcome
 
@@ -176,6 +182,8 @@ class SessionCore:
         """Let go of everyone listening: waiters get ``error``, streams are closed."""
         out: Effects = [fx.Refuse(w.reply, error) for w in self.waiters.values()]
         self.waiters.clear()
+        self._task_waiters.clear()
+        self._result_waiters.clear()
         if self.subscribers:
             out.append(fx.CloseStreams(tuple(self.subscribers.values())))
             self.subscribers.clear()
@@ -379,7 +387,8 @@ class SessionCore:
             seq=seq,
             started_at=done.started_at or task.started_at,
         )
-        event = Event(EVENT_TASK_COMPLETED, final.completion().to_json(), seq, now)
+        completion = final.completion()
+        event = Event(EVENT_TASK_COMPLETED, completion.to_json(), seq, now)
 
         def stored(error: Any, now: float) -> Effects:
             if error is not None:
@@ -393,6 +402,7 @@ class SessionCore:
             self.tasks[task.id] = final
             self.result_seqs.append(seq)
             self.by_seq[seq] = task.id
+            self.completions[seq] = completion
             recorded: dict[str, Any] = dict(task_id=task.id, status=final.status.value, seq=seq)
             recorded.update(self._text("content", final.content or ""))
             recorded["request_id"] = msg.request_id
@@ -456,9 +466,7 @@ class SessionCore:
     def _get_task(self, msg: m.GetTask, now: float) -> Effects:
         task = self._task(msg.task_id)
         if msg.wait and not task.status.terminal and msg.waiter_id:
-            self.waiters[msg.waiter_id] = _Waiter(
-                msg.reply, task_id=task.id, request_id=msg.request_id
-            )
+            self._park(msg.waiter_id, _Waiter(msg.reply, task.id, request_id=msg.request_id))
             return []
         return self._task_answer(msg.reply, task, msg.request_id)
 
@@ -474,7 +482,7 @@ class SessionCore:
         if task.status.terminal:
             return [fx.Answer(msg.reply, task.info())]
         # Answer once the completion is recorded, so the caller sees the final status.
-        self.waiters[new_id("w")] = _Waiter(msg.reply, task_id=task.id, request_id=msg.request_id)
+        self._park(new_id("w"), _Waiter(msg.reply, task.id, request_id=msg.request_id))
         return [
             fx.Log("info", "task_cancel_requested", {"task_id": task.id}),
             fx.StopTask(task.id, msg.request_id),
@@ -485,16 +493,15 @@ class SessionCore:
     def _get_results(self, msg: m.GetResults, now: float) -> Effects:
         page = self._results_after(msg.after, msg.limit)
         if not page.results and msg.wait and msg.waiter_id:
-            self.waiters[msg.waiter_id] = _Waiter(
-                msg.reply, after=msg.after, limit=msg.limit, request_id=msg.request_id
-            )
+            waiter = _Waiter(msg.reply, after=msg.after, limit=msg.limit, request_id=msg.request_id)
+            self._park(msg.waiter_id, waiter)
             return []
         return self._results_answer(msg.reply, page, msg.after, msg.request_id)
 
     def _results_after(self, after: int, limit: int) -> ResultsPage:
         start = bisect.bisect_right(self.result_seqs, after)
         seqs = self.result_seqs[start : start + limit]
-        found = tuple(self.tasks[self.by_seq[s]].completion() for s in seqs)
+        found = tuple(self._completion(s) for s in seqs)
         more = start + limit < len(self.result_seqs)
         return ResultsPage(found, seqs[-1] if seqs else after, more)
 
@@ -505,9 +512,36 @@ class SessionCore:
         fields.update(has_more=page.has_more, request_id=request_id)
         return [fx.Log("info", "results_read", fields), fx.Answer(reply, page)]
 
+    def _completion(self, seq: int) -> Completion:
+        done = self.completions.get(seq)
+        if done is None:
+            done = self.completions[seq] = self.tasks[self.by_seq[seq]].completion()
+        return done
+
     def _drop_waiter(self, msg: m.DropWaiter, now: float) -> Effects:
-        self.waiters.pop(msg.waiter_id, None)
+        self._unpark(msg.waiter_id)
         return []
+
+    def _park(self, waiter_id: str, waiter: _Waiter) -> None:
+        self.waiters[waiter_id] = waiter
+        if waiter.task_id is None:
+            self._result_waiters.add(waiter_id)
+        else:
+            self._task_waiters.setdefault(waiter.task_id, set()).add(waiter_id)
+
+    def _unpark(self, waiter_id: str) -> _Waiter | None:
+        waiter = self.waiters.pop(waiter_id, None)
+        if waiter is None:
+            return None
+        if waiter.task_id is None:
+            self._result_waiters.discard(waiter_id)
+        else:
+            ids = self._task_waiters.get(waiter.task_id)
+            if ids is not None:
+                ids.discard(waiter_id)
+                if not ids:
+                    del self._task_waiters[waiter.task_id]
+        return waiter
 
     def _ack(self, msg: m.Ack, now: float) -> Effects:
         if msg.up_to < 0:
@@ -530,15 +564,15 @@ class SessionCore:
 
     def _wake(self, task_id: str) -> Effects:
         out: Effects = []
-        for waiter_id, waiter in list(self.waiters.items()):
-            if waiter.task_id == task_id:
-                del self.waiters[waiter_id]
-                out += self._task_answer(waiter.reply, self.tasks[task_id], waiter.request_id)
-            elif waiter.task_id is None:
-                page = self._results_after(waiter.after, waiter.limit)
-                if page.results:
-                    del self.waiters[waiter_id]
-                    out += self._results_answer(waiter.reply, page, waiter.after, waiter.request_id)
+        for waiter_id in sorted(self._task_waiters.pop(task_id, ())):
+            waiter = self.waiters.pop(waiter_id)
+            out += self._task_answer(waiter.reply, self.tasks[task_id], waiter.request_id)
+        for waiter_id in list(self._result_waiters):
+            waiter = self.waiters[waiter_id]
+            page = self._results_after(waiter.after, waiter.limit)
+            if page.results:
+                self._unpark(waiter_id)
+                out += self._results_answer(waiter.reply, page, waiter.after, waiter.request_id)
         return out
 
     # --- events -----------------------------------------------------------------------

@@ -379,3 +379,20 @@ def test_passivation_lets_go_of_waiters_and_streams() -> None:
 def test_an_unknown_message_is_an_error_not_a_silent_drop() -> None:
     with pytest.raises(RuntimeError, match="unknown message"):
         core().handle(object(), T0)
+
+
+def test_dropped_waiters_leave_no_trace_and_a_completion_wakes_only_its_own() -> None:
+    c = core()
+    first, _ = start_task(c)
+    second, _ = start_task(c)
+    mine, other, gone = Answered(), Answered(), Answered()
+    c.handle(m.GetTask(first.id, mine, wait=True, waiter_id="w1"), T0)  # type: ignore[arg-type]
+    c.handle(m.GetTask(second.id, other, wait=True, waiter_id="w2"), T0)  # type: ignore[arg-type]
+    c.handle(m.GetTask(first.id, gone, wait=True, waiter_id="w3"), T0)  # type: ignore[arg-type]
+    c.handle(m.DropWaiter("w3"), T0)
+    deliver(complete(c, first))
+    assert [v.id for v in mine.values] == [first.id]
+    assert other.values == [] and gone.values == []
+    assert set(c.waiters) == {"w2"}
+    deliver(complete(c, second))
+    assert [v.id for v in other.values] == [second.id] and c.waiters == {} and c.idle
