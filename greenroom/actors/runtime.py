@@ -10,6 +10,8 @@ back to the loop as callbacks.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import enum
 import threading
 import time
@@ -17,7 +19,6 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from greenroom.actors import bridge
 from greenroom.actors.messages import TurnDelta, TurnDone
 from greenroom.actors.scheduler import Scheduler, TaskSpec
 from greenroom.errors import AgentNotFoundError
@@ -71,6 +72,9 @@ class Runtime:
         self._actors: dict[LoopActor, str] = {}  # every live actor -> its kind
         self._all_stopped = asyncio.Event()
         self._all_stopped.set()
+        # Store outcomes from other threads, delivered on the loop in one go (see persist).
+        self._outcomes: collections.deque[tuple[Callable[[Any], None], Any]] = collections.deque()
+        self._outcomes_scheduled = False
         limits = settings.limits
         self.scheduler = Scheduler(
             limits.max_running_tasks,
@@ -144,12 +148,35 @@ class Runtime:
         loop = self.loop
 
         def finished(error: BaseException | None) -> None:
-            bridge.call_on_loop(loop, done, error)
+            if getattr(loop, "_thread_id", None) == threading.get_ident():
+                done(error)  # an in-memory store answers at once, on the loop
+            else:
+                self._outcome_from_thread(done, error)
 
         try:
             self.store.write(write, finished)
         except Exception as exc:  # a store that refuses before queueing (closed, say)
             done(exc)
+
+    def _outcome_from_thread(self, done: Callable[[Any], None], outcome: Any) -> None:
+        # A store's writer reports a whole batch of commits at once: queue the outcomes
+        # and wake the loop once for all of them, not once per write.
+        self._outcomes.append((done, outcome))
+        if not self._outcomes_scheduled:
+            self._outcomes_scheduled = True
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                self.loop.call_soon_threadsafe(self._deliver_outcomes)
+
+    def _deliver_outcomes(self) -> None:
+        # Reset first: an outcome queued from now on schedules another delivery.
+        self._outcomes_scheduled = False
+        outcomes = self._outcomes
+        while outcomes:
+            done, outcome = outcomes.popleft()
+            try:
+                done(outcome)
+            except Exception as exc:  # one broken receiver must not strand the others
+                log.error("outcome_delivery_failed", actor="runtime", error=str(exc), exc_info=exc)
 
     def read(self, fn: Callable[[], Any], done: Callable[[Any], None]) -> None:
         """Run the store read ``fn`` off the loop (inline for an in-memory store);
