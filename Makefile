@@ -25,11 +25,13 @@ lint: $(STAMP)
 
 # Mutation testing of greenroom/actors and greenroom/store ([tool.mutmut] in pyproject.toml);
 # not part of `make test`. Starts from a fresh copy of the sources every time, then prints the
-# score and every mutant still alive (tools/mutate_report.py). MUTATE_JOBS: parallel mutants.
+# score and every mutant still alive (tools/mutate_report.py). MUTATE_JOBS: parallel mutants;
+# MUTATE_ONLY: mutant name patterns, e.g. MUTATE_ONLY='greenroom.store.*' (a shorter run).
 MUTATE_JOBS ?= 4
+MUTATE_ONLY ?=
 mutate: $(STAMP)
 	rm -rf mutants
-	$(BIN)/mutmut run --max-children $(MUTATE_JOBS); status=$$?; \
+	$(BIN)/mutmut run --max-children $(MUTATE_JOBS) $(MUTATE_ONLY); status=$$?; \
 	  $(BIN)/python tools/mutate_report.py && exit $$status
 
 # wrk is the load generator of poll_rps; installed from Debian when missing (needs root).

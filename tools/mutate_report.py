@@ -9,8 +9,9 @@ mutation itself (the original line and the mutated one).
     .venv/bin/python tools/mutate_report.py --markdown   # the survivors as a Markdown list
     .venv/bin/python tools/mutate_report.py --fail-under 85
 
-The score is mutmut's own (as in ``mutmut export-cicd-stats`` / ``mutmut badge``):
-(killed + timeout) / (total - skipped). A timeout counts as killed: the tests noticed.
+The score is mutmut's own (as in ``mutmut badge``): (killed + timeout) / (total - skipped),
+over the mutants the run tried (all of them, unless it was stopped or limited to some with
+``make mutate MUTATE_ONLY=...``). A timeout counts as killed: the tests noticed.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def describe(mutant: Mutant, starts: dict[str, int], lines: list[str]) -> None:
 def score(counts: Counter[str]) -> tuple[int, int, float]:
     """(killed, tested, percent) as mutmut counts it."""
     detected = sum(counts[s] for s in DETECTED)
-    tested = sum(counts.values()) - counts["skipped"]
+    tested = sum(counts.values()) - counts["skipped"] - sum(counts[s] for s in UNCHECKED)
     return detected, tested, (100.0 * detected / tested if tested else 0.0)
 
 
