@@ -191,7 +191,7 @@ def print_text(mutants: list[Mutant], alive: list[Mutant]) -> None:
     total = Counter(m.status for m in mutants)
     unchecked = sum(total[s] for s in UNCHECKED)
     if unchecked:
-        print(f"\n{unchecked} mutants were not tried: the run was stopped early")
+        print(f"\n{unchecked} mutants were not tried (run stopped, or limited by MUTATE_ONLY)")
     print()
     print("statuses: " + ", ".join(f"{k} {v}" for k, v in sorted(total.items())))
 
