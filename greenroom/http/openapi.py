@@ -116,8 +116,10 @@ def _errors(*statuses: int) -> JSON:
         404: "not found",
         409: "conflict",
         413: "body too large",
+        414: "request target over 8192 bytes",
         422: "Idempotency-Key reused with a different body",
         429: "over a bound; see Retry-After",
+        431: "request headers over 16384 bytes",
         503: "shutting down or store unavailable",
         500: "unexpected error (logged with the request id)",
     }
@@ -198,7 +200,8 @@ def _op(
     params: list[JSON] | None = None,
     body: JSON | None = None,
 ) -> JSON:
-    op: JSON = {"summary": summary, "responses": {status: ok, **_errors(*errors)}}
+    # Every route answers 414 and 431 (oversize requests), before any handler runs.
+    op: JSON = {"summary": summary, "responses": {status: ok, **_errors(*errors, 414, 431)}}
     if 401 in errors:
         op["security"] = _BEARER
     if params:
