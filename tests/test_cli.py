@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -71,3 +72,19 @@ def test_doctor_piped_into_a_reader_that_leaves_ends_quietly(tmp_path: Path) -> 
     code = proc.wait(timeout=60)
     assert "BrokenPipeError" not in err and "Traceback" not in err, err
     assert code in (0, 1)  # doctor's own verdict; never a crash
+
+
+def test_serve_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+    from tests.http.test_server_process import _start
+
+    server = _start(tmp_path, GREENROOM_LOGGING__LEVEL="info")
+    assert server.proc.poll() is None
+    server.proc.send_signal(signal.SIGINT)
+    code = server.proc.wait(timeout=30)
+    stderr = server.proc.stderr.read() if server.proc.stderr else ""
+    for stream in (server.proc.stdout, server.proc.stderr):
+        if stream is not None:
+            stream.close()
+    assert code == 0 and "Traceback" not in stderr, stderr
+    events = [json.loads(x)["event"] for x in (tmp_path / "greenroom.log").read_text().splitlines()]
+    assert events.index("orchestrator_stopped") < events.index("server_stopped")
