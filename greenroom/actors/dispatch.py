@@ -134,7 +134,10 @@ class LoopActor(pykka.Actor):
 
     def _start_actor_loop(self) -> None:
         self._scheduled = True
-        self._loop.call_soon(self._setup)
+        if getattr(self._loop, "_thread_id", None) == threading.get_ident():
+            self._loop.call_soon(self._setup)
+        else:  # started from another thread: hand the start-up to the loop safely
+            self._loop.call_soon_threadsafe(self._setup)
 
     # --- the dispatcher -------------------------------------------------------------
 
