@@ -21,6 +21,10 @@ from typing import Any
 
 from greenroom.logread import DEFAULT_LOG, LogStats, clock, read_lines
 
+# A task whose log ends with one of these was handed to the next start on purpose (a
+# shutdown keeps queued tasks, and running ones with attempts left): not lost work.
+_HANDED_TO_NEXT_START = ("task_interrupted", "task_kept_queued", "task_kept_for_restart")
+
 
 @dataclass
 class Finding:
@@ -75,7 +79,7 @@ class _Scan:
             "task_started",
             "task_finished",
             "completion_recorded",
-            "task_interrupted",
+            *_HANDED_TO_NEXT_START,
         ):
             self._task_event(str(tid), str(sid or ""), str(event), line)
         elif event == "turn_started":
@@ -133,7 +137,7 @@ class _Scan:
                         ids,
                     )
                 )
-            elif task.last != "task_interrupted":
+            elif task.last not in _HANDED_TO_NEXT_START:
                 report.problems.append(
                     Finding(
                         "task_never_ended",

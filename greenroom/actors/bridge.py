@@ -14,7 +14,7 @@ import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 
 def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
@@ -51,17 +51,12 @@ class Reply:
             self.loop.call_soon_threadsafe(_settle, self.future, value, error)
 
 
-class Sink:
-    """A reply nobody awaits (internal retries)."""
+class ReplyTo(Protocol):
+    """Whatever an actor answers through: a :class:`Reply`, or a stand-in in tests."""
 
-    def send(self, value: Any) -> None:
-        """Drop ``value``."""
+    def send(self, value: Any) -> None: ...
 
-    def fail(self, error: BaseException) -> None:
-        """Drop ``error``."""
-
-
-ReplyTo = Reply | Sink
+    def fail(self, error: BaseException) -> None: ...
 
 
 def new_reply() -> Reply:

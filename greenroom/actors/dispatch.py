@@ -31,7 +31,7 @@ import uuid
 from typing import Any, Self
 
 import pykka
-from pykka import ActorDeadError, ActorRegistry, messages
+from pykka import ActorDeadError, messages
 
 from greenroom.logs import get_logger
 
@@ -241,8 +241,3 @@ class LoopActor(pykka.Actor):
         """Unknown messages are a warning, as in pykka's default (never a silent drop)."""
         log.warning("unexpected_message", actor=type(self).__name__, msg=type(message).__name__)
         return None
-
-
-def live_actor_count() -> int:
-    """Actors registered with pykka and not yet stopped (every runtime in the process)."""
-    return len(ActorRegistry.get_all())

@@ -62,3 +62,16 @@ def test_a_result_read_through_the_task_route_counts_as_read() -> None:
     assert kinds(diagnose(lines).warnings) == ["result_never_acknowledged"]
     unread = [*lines[:-1], line("task_read", task_id="tsk_1", session_id="s", status="running")]
     assert kinds(diagnose(unread).warnings) == ["result_never_read"]
+
+
+def test_tasks_a_shutdown_kept_for_the_next_start_are_not_lost_work() -> None:
+    lines = [
+        line("task_queued", task_id="tsk_q", session_id="s"),
+        line("task_kept_queued", task_id="tsk_q", session_id="s"),
+        line("task_queued", task_id="tsk_r", session_id="s"),
+        line("task_started", task_id="tsk_r", session_id="s"),
+        line("task_kept_for_restart", task_id="tsk_r", session_id="s"),
+        line("task_queued", task_id="tsk_lost", session_id="s"),
+    ]
+    problems = diagnose(lines).problems
+    assert [(f.kind, f.ids["task_id"]) for f in problems] == [("task_never_ended", "tsk_lost")]
