@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
+import threading
 
 from greenroom import Orchestrator
 
@@ -56,5 +58,13 @@ async def main(data_dir: str) -> None:
     await asyncio.Event().wait()  # killed here, never stopped cleanly
 
 
+def _exit_with_the_parent() -> None:
+    """The test holds our stdin open; if it dies without killing us (a timeout, say),
+    stdin reaches EOF and we go too, instead of lingering with the data dir locked."""
+    sys.stdin.read()
+    os._exit(0)
+
+
 if __name__ == "__main__":
+    threading.Thread(target=_exit_with_the_parent, daemon=True).start()
     asyncio.run(main(sys.argv[1]))

@@ -21,6 +21,7 @@ def _start_child(data_dir: Path) -> tuple[subprocess.Popen[str], dict[str, objec
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.crash_child", str(data_dir)],
         cwd=ROOT,
+        stdin=subprocess.PIPE,  # held open while this test lives; EOF ends the child
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -36,7 +37,7 @@ def _start_child(data_dir: Path) -> tuple[subprocess.Popen[str], dict[str, objec
 def _kill(child: subprocess.Popen[str]) -> None:
     os.kill(child.pid, signal.SIGKILL)
     child.wait(timeout=30)
-    for stream in (child.stdout, child.stderr):
+    for stream in (child.stdin, child.stdout, child.stderr):
         if stream is not None:
             stream.close()
 
