@@ -232,10 +232,7 @@ class Session:
         Raises:
             ValueError: ``after`` is negative or ``limit`` not in 1..1000.
         """
-        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-            raise ValueError(f"after: must be an integer >= 0, got {after!r}")
-        if not isinstance(limit, int) or not 1 <= limit <= 1000:
-            raise ValueError(f"limit: must be between 1 and 1000, got {limit!r}")
+        _check_page(after, limit)
         if wait and wait > 0:
             done, found = await self._ask_waiting(
                 lambda r, w: m.GetResults(after, limit, r, True, w, request_id), wait

@@ -318,14 +318,9 @@ class Orchestrator:
         if after is not None and not isinstance(after, str):
             raise ValueError(f"after: expected a session id, got {after!r}")
         runtime = self.runtime
-        done: asyncio.Future[Any] = runtime.loop.create_future()
-        runtime.read(
-            lambda: runtime.store.list_sessions(after=after, limit=limit + 1),
-            lambda outcome: _settle(done, outcome),
+        found = await runtime.read_now(
+            lambda: runtime.store.list_sessions(after=after, limit=limit + 1)
         )
-        found = await done
-        if isinstance(found, BaseException):
-            raise found
         page = tuple(found[:limit])
         return SessionsPage(page, page[-1].id if page else after, len(found) > limit)
 
@@ -346,11 +341,7 @@ class Orchestrator:
             NotRunningError: the orchestrator is not started, or stopped.
         """
         runtime = self.runtime
-        done: asyncio.Future[Any] = runtime.loop.create_future()
-        runtime.read(runtime.store.check, lambda outcome: _settle(done, outcome))
-        outcome = await done
-        if isinstance(outcome, BaseException):
-            raise outcome
+        await runtime.read_now(runtime.store.check)
 
     async def stats(self) -> dict[str, Any]:
         """Live sessions, live actors by kind, running and queued tasks, threads, and
@@ -375,12 +366,6 @@ class Orchestrator:
         if self._state is not State.RUNNING:
             raise ShuttingDownError("greenroom is shutting down; no new work is accepted")
         return runtime
-
-
-def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
-    """Hand a read's outcome to a waiter that may have gone (a client disconnected)."""
-    if not future.done():
-        future.set_result(outcome)
 
 
 def _ignore(outcome: Any) -> None:

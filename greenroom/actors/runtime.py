@@ -195,6 +195,24 @@ class Runtime:
 
         self.loop.run_in_executor(None, fn).add_done_callback(finished)
 
+    async def read_now(self, fn: Callable[[], Any]) -> Any:
+        """Await the store read ``fn`` (run off the loop, as :meth:`read` does).
+
+        Raises:
+            Whatever ``fn`` raised (a StoreError, most often).
+        """
+        done: asyncio.Future[Any] = self.loop.create_future()
+
+        def settle(outcome: Any) -> None:
+            if not done.done():  # the waiter may have gone (a client disconnected)
+                done.set_result(outcome)
+
+        self.read(fn, settle)
+        outcome = await done
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
     # --- turns ----------------------------------------------------------------------
 
     def run_turn(self, agent_name: str, history: History, ctx: AgentContext) -> None:
