@@ -29,13 +29,9 @@ flush_logging()
 """
 
 
-def mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
-
-
-def test_a_new_data_dir_is_0700_and_its_files_0600(tmp_path: Path) -> None:
-    data = tmp_path / "fresh" / "data"
-    proc = subprocess.run(
+def run_embedded(data: Path) -> subprocess.CompletedProcess[str]:
+    """Run SCRIPT in a fresh interpreter (the umask is process-wide) on ``data``."""
+    return subprocess.run(
         [sys.executable, "-c", SCRIPT, str(data)],
         cwd=ROOT,
         capture_output=True,
@@ -43,6 +39,15 @@ def test_a_new_data_dir_is_0700_and_its_files_0600(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_new_data_dir_is_0700_and_its_files_0600(tmp_path: Path) -> None:
+    data = tmp_path / "fresh" / "data"
+    proc = run_embedded(data)
     assert proc.returncode == 0, proc.stderr
     assert mode(data) == 0o700
     files = sorted(p.name for p in data.iterdir())
@@ -55,14 +60,7 @@ def test_an_existing_open_data_dir_keeps_its_mode_and_gets_a_warning(tmp_path: P
     data = tmp_path / "shared"
     data.mkdir()
     os.chmod(data, 0o755)
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(data)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_embedded(data)
     assert proc.returncode == 0, proc.stderr
     assert mode(data) == 0o755  # the owner's choice stands
     log = (data / "greenroom.log").read_text()
