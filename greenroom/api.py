@@ -51,9 +51,13 @@ def _time_out(future: asyncio.Future[Any]) -> None:
 class Session:
     """A conversation with an agent, and the background tasks started from it."""
 
-    def __init__(self, orchestrator: Orchestrator, session_id: str) -> None:
+    def __init__(
+        self, orchestrator: Orchestrator, session_id: str, *, created: SessionInfo | None = None
+    ) -> None:
         self._orch = orchestrator
         self.id = session_id
+        self.created = created
+        """The session's info as it was created (None for a handle on an existing one)."""
 
     def __repr__(self) -> str:
         return f"Session({self.id!r})"

@@ -1,4 +1,4 @@
-"""The ``greenroom`` command: ``serve``, ``trace``, ``doctor``, ``config``.
+"""The ``greenroom`` command: ``serve``, ``trace``, ``doctor``, ``config``, ``cluster``.
 
 User mistakes (bad config, a data dir in use, a store that cannot open) print one
 clear line on stderr and exit 2; they never end in a traceback.
@@ -26,6 +26,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="TCP port (0 picks a free one)")
     show = sub.add_parser("config", help="print the effective configuration as JSON")
     show.add_argument("--config", help="TOML file")
+    cluster = sub.add_parser("cluster", help="the nodes sharing a PostgreSQL store")
+    cluster.add_argument("action", choices=["status"], help="status: nodes and their sessions")
+    cluster.add_argument("--config", help="TOML file")
+    cluster.add_argument("--json", action="store_true", help="print JSON, not a table")
     sub.add_parser(
         "trace", help="follow one request, session or task id through a log", add_help=False
     )
@@ -51,19 +55,20 @@ def _main(argv: list[str] | None) -> int:
     if args_in and args_in[0] in ("trace", "doctor"):
         return _log_tool(args_in[0], args_in[1:])
     args = _parser().parse_args(args_in)
+    commands = {"serve": _serve, "cluster": _cluster_status, "config": _print_config}
     try:
-        if args.command == "serve":
-            return _serve(args)
-        if args.command == "config":
-            print(json.dumps(_masked(asdict(_settings(args))), indent=2, sort_keys=True))
-            return 0
+        return commands[args.command](args)
     except GreenroomError as exc:
         print(f"greenroom: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a busy port, an address not on this host: one line
         print(f"greenroom: error: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    return 2
+
+
+def _print_config(args: argparse.Namespace) -> int:
+    print(json.dumps(_masked(asdict(_settings(args))), indent=2, sort_keys=True))
+    return 0
 
 
 def _masked(config: dict[str, Any]) -> dict[str, Any]:
@@ -112,6 +117,44 @@ def _serve(args: argparse.Namespace) -> int:
         settings = replace(settings, logging=replace(settings.logging, path=log_path))
     configure_logging(settings.logging)
     asyncio.run(serve(settings))
+    return 0
+
+
+def _cluster_status(args: argparse.Namespace) -> int:
+    """``greenroom cluster status``: every node, whether its lease is live, its sessions."""
+    from greenroom.errors import ConfigError
+
+    settings = _settings(args)
+    if settings.store.kind != "postgres" or not settings.store.dsn:
+        raise ConfigError(
+            "cluster status needs store.kind = 'postgres' and store.dsn "
+            "(e.g. GREENROOM_STORE__KIND=postgres GREENROOM_STORE__DSN=postgresql://...)"
+        )
+    from greenroom.store.postgres import PostgresStore
+
+    store = PostgresStore(settings.store.dsn, pool_size=1)
+    try:
+        store.open()
+        nodes = store.cluster_status()
+        unowned = store.count_sessions() - sum(n["sessions"] for n in nodes)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"nodes": nodes, "unowned_sessions": unowned}, indent=2))
+        return 0
+    rows = [("NODE", "URL", "STATE", "LEASE LEFT", "SESSIONS")]
+    for n in nodes:
+        state = "alive" if n["alive"] else "expired"
+        rows.append(
+            (n["node_id"], n["url"], state, f"{n['lease_left_s']:.1f} s", str(n["sessions"]))
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    print(
+        f"{len(nodes)} nodes, {sum(n['alive'] for n in nodes)} alive; "
+        f"{unowned} sessions owned by no node (asleep; claimed on their next request)"
+    )
     return 0
 
 

@@ -22,9 +22,9 @@ from typing import Any
 from greenroom.errors import ConfigError
 from greenroom.settings import AgentSettings, Settings
 
-_SECTIONS = ("server", "store", "logging", "limits")
+_SECTIONS = ("server", "store", "logging", "limits", "cluster")
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "store.kind": ("memory", "sqlite"),
+    "store.kind": ("memory", "sqlite", "postgres"),
     "store.synchronous": ("NORMAL", "FULL"),
     "logging.format": ("auto", "console", "json"),
     "logging.level": ("debug", "info", "warning", "error"),

@@ -149,6 +149,35 @@ class StoreError(GreenroomError, OSError):
     code = "store_unavailable"
 
 
+class StoreInDoubtError(StoreError):
+    """A write's outcome is unknown (the connection broke during it): the writer must
+    reload the session from the store before it writes again."""
+
+    code = "store_unavailable"
+
+
+class LeaseLostError(StoreInDoubtError):
+    """A write was refused: another node has claimed the session since (fencing)."""
+
+    code = "lease_lost"
+
+
+class OwnedElsewhereError(GreenroomError):
+    """The session is live on another node; the request belongs there.
+
+    Attributes:
+        node_id: the owning node.
+        url: its advertised URL (where a request is forwarded).
+    """
+
+    code = "owned_elsewhere"
+
+    def __init__(self, message: str, node_id: str = "", url: str = "") -> None:
+        super().__init__(message)
+        self.node_id = node_id
+        self.url = url
+
+
 class AgentError(GreenroomError, RuntimeError):
     """An agent call failed."""
 

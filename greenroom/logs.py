@@ -39,7 +39,7 @@ import structlog
 
 from greenroom.settings import LoggingSettings
 
-_SECRET_PARTS = ("token", "api_key", "apikey", "authorization", "password", "secret")
+_SECRET_PARTS = ("token", "api_key", "apikey", "authorization", "password", "secret", "dsn")
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _BATCH_MAX = 1000
 _lock = threading.Lock()

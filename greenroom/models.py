@@ -282,6 +282,21 @@ class SessionInfo:
     turn_running: bool
     messages: int
 
+    @classmethod
+    def new(cls, record: SessionRecord) -> SessionInfo:
+        """A session just created: nothing has happened in it yet."""
+        return cls(
+            id=record.id,
+            agent=record.agent,
+            created_at=record.created_at,
+            metadata=dict(record.metadata),
+            task_counts={},
+            last_seq=0,
+            acked_up_to=0,
+            turn_running=False,
+            messages=0,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Completion:
@@ -393,6 +408,11 @@ class Write:
     appended to the transcript. ``tasks`` are inserted or replaced whole by id.
     ``events`` (each with a ``seq``) are appended to the session's event log.
     ``acked_up_to`` raises the session's acknowledgement mark (never lowers it).
+
+    With several nodes (the PostgreSQL store), ``fence`` is the generation of the
+    session's lease its writer holds: the store refuses the write if another claim has
+    moved the generation on since (``LeaseLostError``). ``release`` gives the lease up
+    (the session was passivated). Single-node stores ignore both.
     """
 
     session_id: str
@@ -401,6 +421,8 @@ class Write:
     tasks: tuple[TaskRecord, ...] = ()
     events: tuple[Event, ...] = ()
     acked_up_to: int | None = None
+    fence: int | None = None
+    release: bool = False
 
 
 Message = ChatMessage

@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from greenroom.actors import bridge
 from greenroom.actors import messages as m
@@ -22,10 +22,13 @@ from greenroom.agents import CallableAgent, build_agent
 from greenroom.api import Session
 from greenroom.errors import AgentNotFoundError, ConfigError, NotRunningError, ShuttingDownError
 from greenroom.logs import get_logger
-from greenroom.models import SessionRecord, SessionsPage, new_id, now
+from greenroom.models import SessionInfo, SessionRecord, SessionsPage, new_id, now
 from greenroom.settings import Settings
 from greenroom.store.lock import DataDirLock
 from greenroom.typing import Agent, AgentCallable, Store
+
+if TYPE_CHECKING:
+    from greenroom.cluster import Node
 
 log = get_logger()
 
@@ -91,6 +94,12 @@ class Orchestrator:
         return self._state
 
     @property
+    def node(self) -> Node | None:
+        """This process's cluster membership (PostgreSQL store, while running), else None."""
+        runtime = self._runtime
+        return runtime.node if runtime is not None else None
+
+    @property
     def runtime(self) -> Runtime:
         """The runtime, while starting, running or closing.
 
@@ -133,7 +142,14 @@ class Orchestrator:
             self._state = State.NEW
             raise
         runtime = self._runtime = Runtime(self.settings, store, loop, self._agents)
-        unfinished = await loop.run_in_executor(None, store.unfinished_tasks)
+        if hasattr(store, "claim_and_load"):
+            # Several nodes share the store: join the cluster. Unfinished tasks are
+            # recovered by the node's orphan sweep, session by session, on whichever
+            # node claims each session first.
+            await self._join_cluster(runtime, store)
+            unfinished = []
+        else:
+            unfinished = await loop.run_in_executor(None, store.unfinished_tasks)
         for task in unfinished:
             # Its session decides: queued again, run again (attempts left), or interrupted.
             log.info(
@@ -148,6 +164,8 @@ class Orchestrator:
             runtime.route(task.session_id, m.Recover(task.id))
         self._state = runtime.state = State.RUNNING
         self._schedule_sweep(runtime)
+        if runtime.node is not None:
+            runtime.node.start()
         log.info(
             "orchestrator_started",
             actor="orchestrator",
@@ -155,6 +173,21 @@ class Orchestrator:
             recovered=len(unfinished),
             agents=sorted(self._agents),
         )
+
+    async def _join_cluster(self, runtime: Runtime, store: Any) -> None:
+        from greenroom.cluster import Node, node_identity
+
+        node_id, url = node_identity(self.settings)
+        node = Node(runtime, store, node_id, url, self.settings.cluster.lease_s)
+        try:
+            await runtime.loop.run_in_executor(None, node.join)
+        except BaseException:
+            runtime.directory.stop()
+            await runtime.loop.run_in_executor(None, store.close)
+            self._runtime = None
+            self._state = State.NEW
+            raise
+        runtime.node = node
 
     def _open_store(self) -> Store:
         if self._store is not None:
@@ -221,6 +254,8 @@ class Orchestrator:
         self._state = runtime.state = State.CLOSING
         for timer in self._timers.values():
             timer.cancel()
+        if runtime.node is not None:
+            runtime.node.stop()
         grace_s = self.settings.server.shutdown_grace_s
         turns = set(runtime.active_turns)
         if turns:
@@ -245,6 +280,11 @@ class Orchestrator:
         for agent in self._agents.values():
             await agent.aclose()
         loop = asyncio.get_running_loop()
+        if runtime.node is not None:
+            try:  # the other nodes may take this node's sessions at once
+                await loop.run_in_executor(None, runtime.node.leave)
+            except Exception as exc:  # they will after the lease runs out
+                log.warning("node_leave_failed", actor="orchestrator", error=str(exc))
         await loop.run_in_executor(None, runtime.store.close)
         if self._lock is not None:
             self._lock.release()
@@ -299,8 +339,8 @@ class Orchestrator:
         record = SessionRecord(new_id("ses"), name, now(), dict(metadata or {}))
         reply = bridge.new_reply()
         runtime.directory.create(record, reply, request_id)
-        await reply.future
-        return Session(self, record.id)
+        info: SessionInfo = await reply.future
+        return Session(self, record.id, created=info)
 
     async def sessions(self, *, after: str | None = None, limit: int = 50) -> SessionsPage:
         """The sessions, newest first, one page at a time (a lost id can be found again).
@@ -359,6 +399,7 @@ class Orchestrator:
             "tasks": runtime.scheduler.counts(),
             "threads": threading.active_count(),
             "store_read_connections": readers() if readers is not None else 0,
+            **({"cluster": runtime.node.stats()} if runtime.node is not None else {}),
         }
 
     def _open_runtime(self) -> Runtime:

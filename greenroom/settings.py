@@ -25,10 +25,21 @@ class ServerSettings:
 
 @dataclass(frozen=True, slots=True)
 class StoreSettings:
-    kind: str = "sqlite"  # "memory" | "sqlite"
+    kind: str = "sqlite"  # "memory" | "sqlite" | "postgres"
     synchronous: str = "NORMAL"  # sqlite PRAGMA synchronous: "NORMAL" | "FULL"
     read_pool_size: int = 4  # sqlite read connections at most (reads beyond it wait)
     read_idle_s: float = 30.0  # a pooled read connection unused this long is closed
+    dsn: str | None = None  # postgres: "postgresql://user@host:5432/db"
+    pool_size: int = 8  # postgres read connections at most (the writer has its own)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """Several nodes over PostgreSQL (used when ``store.kind`` is "postgres")."""
+
+    node_id: str | None = None  # default: "<hostname>-<port>"
+    advertise_url: str | None = None  # how other nodes reach this one; default from host:port
+    lease_s: float = 10.0  # a node silent this long loses its sessions to the others
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +101,7 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     agents: dict[str, AgentSettings] = field(default_factory=_default_agents)
 
     def replace(self, **changes: Any) -> Settings:

@@ -55,7 +55,10 @@ def test_config_env_variable_names_the_file(tmp_path: Path) -> None:
         ({"limits": {"max_running_tasks": True}}, "expected an integer"),
         ({"limits": {"task_timeout_s": -1}}, r"limits\.task_timeout_s: must be > 0"),
         ({"server": {"port": 70000}}, r"server\.port: must be between 0 and 65535"),
-        ({"store": {"kind": "postgres"}}, r"store\.kind: must be one of 'memory', 'sqlite'"),
+        (
+            {"store": {"kind": "oracle"}},
+            r"store\.kind: must be one of 'memory', 'sqlite', 'postgres'",
+        ),
         ({"logging": {"format": "xml"}}, r"logging\.format: must be one of"),
         ({"agents": {"mine": {"kind": "python"}}}, r"agents\.mine\.target"),
         ({"agents": {"mine": {"kind": "grpc"}}}, r"agents\.mine\.kind: must be one of"),

@@ -37,7 +37,7 @@ from greenroom.actors.dispatch import LoopActor
 from greenroom.actors.session import SessionActor
 from greenroom.errors import ShuttingDownError
 from greenroom.logs import get_logger
-from greenroom.models import SessionRecord
+from greenroom.models import SessionInfo, SessionRecord, Write
 
 if TYPE_CHECKING:
     from greenroom.actors.runtime import Runtime
@@ -105,8 +105,28 @@ class DirectoryActor(LoopActor):
         if self.closed:
             reply.fail(ShuttingDownError("greenroom is shutting down"))
             return
+        if self.runtime.node is not None:
+            self._create_unowned(record, reply, request_id)
+            return
         self._activate(record.id, (record, reply, request_id))
         self._enforce_bound(keep=record.id)
+
+    def _create_unowned(
+        self, record: SessionRecord, reply: bridge.Reply, request_id: str | None
+    ) -> None:
+        """Cluster: store the session owned by no node. Its first request claims it on
+        whichever node the load balancer hashes its id to, so it needs no forward."""
+
+        def stored(error: BaseException | None) -> None:
+            if error is not None:
+                reply.fail(error)
+                return
+            reply.send(SessionInfo.new(record))
+            self.log.info(
+                "session_created", session_id=record.id, agent=record.agent, request_id=request_id
+            )
+
+        self.runtime.persist(Write(record.id, session=record), stored)
 
     def retire(self, sid: str, generation: int) -> None:
         """Forget incarnation ``generation`` now (it crashed); its buffer goes on."""
@@ -160,6 +180,9 @@ class DirectoryActor(LoopActor):
             self._sweep()
         elif isinstance(message, m.PassivateAll):
             self._passivate_all(message.reply)
+        elif isinstance(message, m.PassivateAllNow):
+            for entry in list(self.live.values()):
+                self._passivate(entry, force=True)
         else:
             super().on_receive(message)
 

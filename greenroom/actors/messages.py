@@ -66,7 +66,18 @@ class PassivateAll:
     reply: Reply
 
 
+@dataclass(frozen=True, slots=True)
+class PassivateAllNow:
+    """This node lost its lease: passivate every live session, busy or not. Unlike
+    shutdown, sessions may be activated again afterwards (by claiming them anew)."""
+
+
 # --- to a session -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Activate:
+    """Wake the session (and so recover its orphaned tasks); nothing else to do."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from greenroom.typing import Agent, AgentContext, History, Store
 if TYPE_CHECKING:
     from greenroom.actors.directory import DirectoryActor
     from greenroom.actors.dispatch import LoopActor
+    from greenroom.cluster import Node
 
 log = get_logger()
 
@@ -69,6 +70,7 @@ class Runtime:
         self.agents = agents
         self.state = State.STARTING
         self.active_turns: set[asyncio.Task[None]] = set()
+        self.node: Node | None = None  # set when several nodes share a PostgreSQL store
         self._actors: dict[LoopActor, str] = {}  # every live actor -> its kind
         self._all_stopped = asyncio.Event()
         self._all_stopped.set()

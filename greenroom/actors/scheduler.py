@@ -105,6 +105,11 @@ class Scheduler:
         self._set_idle_if_empty()
         return removed
 
+    def holds(self, task_id: str) -> bool:
+        """Whether the task runs or waits here (a task the store says is unfinished but
+        this scheduler does not hold was orphaned, by a crash or by another node)."""
+        return task_id in self._live or task_id in self._queue
+
     def actor_for(self, task_id: str) -> Any:
         """The live task actor's ref, or None."""
         return self._live.get(task_id)

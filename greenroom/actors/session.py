@@ -15,6 +15,7 @@ the next message activates a fresh one from the store, which holds the truth.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from greenroom.actors import bridge
@@ -23,7 +24,14 @@ from greenroom.actors import messages as m
 from greenroom.actors.dispatch import LoopActor
 from greenroom.actors.scheduler import TaskSpec
 from greenroom.actors.session_core import _HANDLERS, STORE_RETRY_S, SessionCore
-from greenroom.errors import GreenroomError, SessionNotFoundError, ShuttingDownError, StoreError
+from greenroom.errors import (
+    GreenroomError,
+    OwnedElsewhereError,
+    SessionNotFoundError,
+    ShuttingDownError,
+    StoreError,
+    StoreInDoubtError,
+)
 from greenroom.logs import get_logger
 from greenroom.models import ErrorInfo, SessionRecord, SessionSnapshot, TaskStatus, Write, now
 
@@ -58,6 +66,7 @@ class SessionActor(LoopActor):
         self.session_id = session_id
         self.generation = generation
         self.create = create
+        self.fence: int | None = None  # the lease generation this incarnation claimed (cluster)
         self.core: SessionCore | None = None
         self.unavailable: BaseException | None = None  # missing session or store failure
         self.retired = False
@@ -75,7 +84,27 @@ class SessionActor(LoopActor):
             return
         depth = rt.settings.limits.replay_events
         sid = self.session_id
-        rt.read(lambda: rt.store.load_session(sid, recent_events=depth), self._loaded)
+        node = rt.node
+        if node is None:
+            rt.read(lambda: rt.store.load_session(sid, recent_events=depth), self._loaded)
+        elif not node.lease_ok:
+            self._loaded(StoreError(f"node {node.node_id} has no valid lease; retry shortly"))
+        else:
+            claim = node.store.claim_and_load
+            rt.read(lambda: claim(sid, node.node_id, recent_events=depth), self._claimed)
+
+    def _claimed(self, outcome: Any) -> None:
+        """Cluster: this node now owns the session under generation ``outcome[0]``."""
+        if not isinstance(outcome, tuple):
+            self._loaded(outcome)
+            return
+        self.fence, snapshot = outcome
+        self._loaded(snapshot)
+        scheduler = self.runtime.scheduler
+        for task in snapshot.tasks:
+            if not task.status.terminal and not scheduler.holds(task.id):
+                # Orphaned by a node that died (or by this one losing its lease).
+                self.actor_ref.tell(m.Recover(task.id))
 
     def _created(self, error: BaseException | None) -> None:
         assert self.create is not None
@@ -97,7 +126,12 @@ class SessionActor(LoopActor):
             self._unavailable(SessionNotFoundError(f"no session {self.session_id!r}"))
         else:
             self.core = self._core(outcome)
-            self.log.info("session_activated", tasks=len(outcome.tasks), last_seq=outcome.last_seq)
+            self.log.info(
+                "session_activated",
+                tasks=len(outcome.tasks),
+                last_seq=outcome.last_seq,
+                generation=self.fence,
+            )
         self.resume()
 
     def _core(self, snapshot: SessionSnapshot) -> SessionCore:
@@ -145,6 +179,10 @@ class SessionActor(LoopActor):
         reply = getattr(message, "reply", None)
         if reply is not None:
             reply.fail(error)
+        elif isinstance(error, OwnedElsewhereError):
+            # Another node owns the session now and has recovered its tasks: a late
+            # completion from here is not applied (the lease fences it anyway).
+            self.log.warning("message_for_session_owned_elsewhere", msg=type(message).__name__)
         elif isinstance(error, StoreError):
             # A completion or a turn's end must not be lost to a store fault at
             # activation: send it again later, to whichever incarnation is live then.
@@ -174,9 +212,15 @@ class SessionActor(LoopActor):
             error=str(exc),
             exc_info=True,
         )
+        self._retire(exc)
+
+    def _retire(self, error: BaseException) -> None:
+        """End this incarnation now; the directory routes what comes next to a new one."""
+        if isinstance(error, StoreInDoubtError):
+            self.log.warning("session_reloading", error_type=type(error).__name__, error=str(error))
         core, self.core = self.core, None
         if core is not None:
-            self._run(core.passivate(exc))
+            self._run(core.passivate(error))
         self.retired = True
         self.runtime.directory.retire(self.session_id, self.generation)
         self.resume()
@@ -192,14 +236,22 @@ class SessionActor(LoopActor):
         if self.core is None:  # retired meanwhile
             return
         self._step(lambda core: core.resolve(outcome, now()), None)
-        if self.core is not None and self.core.pending is None:
+        if isinstance(outcome, StoreInDoubtError) and self.core is not None:
+            # The write may have landed, or another node holds the session now: what
+            # this incarnation has in memory can no longer be trusted. The next
+            # message activates a fresh one from the store (claiming it again).
+            self._retire(outcome)
+        elif self.core is not None and self.core.pending is None:
             self.resume()
 
     # --- effects --------------------------------------------------------------------
 
     def _persist(self, effect: fx.Persist) -> None:
         self.pause()
-        self.runtime.persist(effect.write, self._resolved)
+        write = effect.write
+        if self.fence is not None:
+            write = replace(write, fence=self.fence)
+        self.runtime.persist(write, self._resolved)
 
     def _load_events(self, effect: fx.LoadEvents) -> None:
         self.pause()
@@ -285,6 +337,10 @@ class SessionActor(LoopActor):
         if core is not None:
             self._run(core.passivate(ShuttingDownError("the session is shutting down")))
             self.log.info("session_passivated", forced=message.force)
+        if self.fence is not None:
+            # Give the lease up so that whichever node the next request reaches claims
+            # it at once (refused, harmlessly, if another node has claimed it since).
+            self.runtime.persist(Write(self.session_id, fence=self.fence, release=True), _ignore)
         self.core = None
         self.retired = True
         directory.tell(m.Passivated(self.session_id, self.generation))
@@ -296,6 +352,10 @@ class SessionActor(LoopActor):
     def on_undelivered(self, message: Any) -> None:
         # Left behind when this incarnation stopped: the next one takes it.
         self.runtime.route(self.session_id, message)
+
+
+def _ignore(outcome: Any) -> None:
+    pass
 
 
 def _task_id(message: Any) -> str | None:

@@ -676,6 +676,7 @@ _HANDLERS: dict[type, Callable[[SessionCore, Any, float], Effects]] = {
     m.TaskStarted: SessionCore._task_started,
     m.TaskCompleted: SessionCore._task_completed,
     m.Recover: SessionCore._recover,
+    m.Activate: lambda core, msg, now: [],
     m.GetTask: SessionCore._get_task,
     m.ListTasks: SessionCore._list_tasks,
     m.CancelTask: SessionCore._cancel_task,

@@ -9,7 +9,8 @@ from aiohttp import web
 
 from greenroom.http import routes_results, routes_sessions, routes_tasks, sse
 from greenroom.http.errors import error_middleware, error_response, shutting_down
-from greenroom.http.keys import ORCHESTRATOR, SETTINGS, SHUTDOWN, SSE_STREAMS
+from greenroom.http.forward import Forwarder, forward_middleware, name_the_node
+from greenroom.http.keys import FORWARD, ORCHESTRATOR, SETTINGS, SHUTDOWN, SSE_STREAMS
 from greenroom.http.middleware import (
     auth_middleware,
     body_limit_middleware,
@@ -91,6 +92,7 @@ def create_app(orchestrator: Orchestrator) -> web.Application:
             auth_middleware,
             intake_middleware,
             body_limit_middleware,
+            forward_middleware,
         ],
         client_max_size=settings.limits.max_body_bytes,
     )
@@ -100,6 +102,13 @@ def create_app(orchestrator: Orchestrator) -> web.Application:
     streams: set[asyncio.Task[Any]] = set()
     app[SSE_STREAMS] = streams
     app.on_shutdown.append(_on_shutdown)
+    forwarder = app[FORWARD] = Forwarder()
+    app.on_response_prepare.append(name_the_node)
+
+    async def close_forwarder(_: web.Application) -> None:
+        await forwarder.close()
+
+    app.on_cleanup.append(close_forwarder)
     for table in (
         health,
         routes_sessions.routes,

@@ -26,6 +26,7 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (e.ShuttingDownError, 503),
     (e.NotRunningError, 503),
     (e.StoreError, 503),
+    (e.OwnedElsewhereError, 503),
     (e.ConfigError, 400),
     (ValueError, 400),
     (TypeError, 400),
@@ -97,6 +98,8 @@ def _domain_error(request: web.Request, exc: Exception) -> web.Response:
             headers = None
             if isinstance(exc, e.CapacityError):
                 headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
+            elif isinstance(exc, e.OwnedElsewhereError | e.StoreInDoubtError):
+                headers = {"Retry-After": "1"}  # ownership is moving: a retry finds it
             return error_response(status, code, str(exc), headers)
     log.error(
         "request_failed",

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from greenroom.orchestrator import Orchestrator
 from greenroom.settings import Settings
 
+if TYPE_CHECKING:
+    from greenroom.http.forward import Forwarder
+
 ORCHESTRATOR = web.AppKey("orchestrator", Orchestrator)
 SETTINGS = web.AppKey("settings", Settings)
 SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
 # The handler tasks of open SSE streams, so shutdown can wait for their last event.
 SSE_STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("sse_streams")
+# Several nodes: owner hints and the client that forwards requests to other nodes.
+FORWARD: web.AppKey[Forwarder] = web.AppKey("forward")
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -1,4 +1,4 @@
-"""Persistence: the memory store and the SQLite store (the default)."""
+"""Persistence: the memory store, the SQLite store (the default) and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -31,9 +31,26 @@ def open_store(settings: Settings) -> Store:
             read_pool_size=settings.store.read_pool_size,
             read_idle_s=settings.store.read_idle_s,
         )
+    elif settings.store.kind == "postgres":
+        from greenroom.errors import ConfigError
+
+        if not settings.store.dsn:
+            raise ConfigError(
+                "store.dsn: kind 'postgres' needs a connection string "
+                "(set GREENROOM_STORE__DSN=postgresql://user@host:5432/db)"
+            )
+        try:
+            from greenroom.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise ConfigError(
+                f"store.kind 'postgres' needs psycopg: pip install 'greenroom[postgres]' ({exc})"
+            ) from None
+        store = PostgresStore(settings.store.dsn, pool_size=settings.store.pool_size)
     else:
         from greenroom.errors import ConfigError
 
-        raise ConfigError(f"store.kind: must be 'memory' or 'sqlite', got {settings.store.kind!r}")
+        raise ConfigError(
+            f"store.kind: must be 'memory', 'sqlite' or 'postgres', got {settings.store.kind!r}"
+        )
     store.open()
     return store

@@ -30,14 +30,13 @@ from greenroom.errors import StoreError
 from greenroom.files import private_file
 from greenroom.models import (
     ChatMessage,
-    ErrorInfo,
     Event,
     SessionRecord,
     SessionSnapshot,
     TaskRecord,
-    TaskStatus,
     Write,
 )
+from greenroom.store.rows import TASK_COLUMNS, task_from_row, task_row
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -66,11 +65,6 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE tasks ADD COLUMN max_attempts INTEGER NOT NULL DEFAULT 1;
     CREATE INDEX sessions_newest ON sessions (created_at DESC, id DESC);
     """,
-)
-_TASK_COLUMNS = (
-    "id, session_id, kind, agent, prompt, status, created_at, timeout_s, "
-    "started_at, finished_at, content, error, seq, idempotency_key, request_id, "
-    "attempt, max_attempts"
 )
 _BATCH_MAX = 512
 
@@ -347,9 +341,9 @@ class SqliteStore:
                 )
             ]
             tasks = [
-                _task(r)
+                task_from_row(r)
                 for r in conn.execute(
-                    f"SELECT {_TASK_COLUMNS} FROM tasks WHERE session_id = ?", (session_id,)
+                    f"SELECT {TASK_COLUMNS} FROM tasks WHERE session_id = ?", (session_id,)
                 )
             ]
             events = [
@@ -387,9 +381,9 @@ class SqliteStore:
         """See :meth:`greenroom.typing.Store.unfinished_tasks`."""
         with self._reader("unfinished_tasks") as conn:
             return [
-                _task(r)
+                task_from_row(r)
                 for r in conn.execute(
-                    f"SELECT {_TASK_COLUMNS} FROM tasks WHERE status IN ('queued', 'running') "
+                    f"SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ('queued', 'running') "
                     "ORDER BY created_at"
                 )
             ]
@@ -450,8 +444,8 @@ def _apply(conn: sqlite3.Connection, write: Write) -> None:
         [(sid, m.role, m.content, m.created_at, m.turn_id, m.seq) for m in write.messages],
     )
     conn.executemany(
-        f"INSERT OR REPLACE INTO tasks ({_TASK_COLUMNS}) VALUES ({', '.join('?' * 17)})",
-        [_task_row(t) for t in write.tasks],
+        f"INSERT OR REPLACE INTO tasks ({TASK_COLUMNS}) VALUES ({', '.join('?' * 17)})",
+        [task_row(t) for t in write.tasks],
     )
     conn.executemany(
         "INSERT INTO events (session_id, seq, type, ts, data) VALUES (?, ?, ?, ?, ?)",
@@ -464,51 +458,6 @@ def _apply(conn: sqlite3.Connection, write: Write) -> None:
             "acked_up_to = max(acked_up_to, ?) WHERE id = ?",
             (last_seq, write.acked_up_to or 0, sid),
         )
-
-
-def _task_row(t: TaskRecord) -> tuple[Any, ...]:
-    error = json.dumps(t.error.to_json()) if t.error else None
-    return (
-        t.id,
-        t.session_id,
-        t.kind,
-        t.agent,
-        t.prompt,
-        t.status.value,
-        t.created_at,
-        t.timeout_s,
-        t.started_at,
-        t.finished_at,
-        t.content,
-        error,
-        t.seq,
-        t.idempotency_key,
-        t.request_id,
-        t.attempt,
-        t.max_attempts,
-    )
-
-
-def _task(r: Sequence[Any]) -> TaskRecord:
-    return TaskRecord(
-        id=r[0],
-        session_id=r[1],
-        kind=r[2],
-        agent=r[3],
-        prompt=r[4],
-        status=TaskStatus(r[5]),
-        created_at=r[6],
-        timeout_s=r[7],
-        started_at=r[8],
-        finished_at=r[9],
-        content=r[10],
-        error=ErrorInfo.from_json(json.loads(r[11])) if r[11] else None,
-        seq=r[12],
-        idempotency_key=r[13],
-        request_id=r[14],
-        attempt=r[15],
-        max_attempts=r[16],
-    )
 
 
 def _event(r: Sequence[Any]) -> Event:

@@ -5,24 +5,14 @@ name the operation that failed."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from greenroom.errors import StoreError
 from greenroom.models import Event, SessionRecord, TaskRecord, TaskStatus
-from greenroom.store import MemoryStore
 from greenroom.store.sqlite import SqliteStore
 from greenroom.typing import Store
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    opened: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "g.db")
-    opened.open()
-    yield opened
-    opened.close()
 
 
 def _session(sid: str) -> SessionRecord:

@@ -7,7 +7,6 @@ import shutil
 import sqlite3
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,17 +20,8 @@ from greenroom.models import (
     TaskRecord,
     TaskStatus,
 )
-from greenroom.store import MemoryStore
 from greenroom.store.sqlite import MIGRATIONS, SqliteStore
 from greenroom.typing import Store
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    opened: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "g.db")
-    opened.open()
-    yield opened
-    opened.close()
 
 
 def session(sid: str = "ses_1") -> SessionRecord:
