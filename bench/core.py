@@ -55,11 +55,14 @@ def _config(data_dir: str, store: str, **limits: Any) -> dict[str, Any]:
 
 
 async def _run_tasks(
-    n: int, store: str, data_dir: str, sessions: int = 100
+    n: int, store: str, data_dir: str, sessions: int = 100, **settings: Any
 ) -> tuple[float, int | None]:
     """Start n instant tasks over some sessions, all at once; seconds until every
-    completion is recorded, and the store's committed batches (SQLite only)."""
-    async with Orchestrator(_config(data_dir, store)) as orch:
+    completion is recorded, and the store's committed batches (SQLite, PostgreSQL).
+    ``settings``: more top-level config tables (``store`` ones merge into the store's)."""
+    config = _config(data_dir, store)
+    config["store"].update(settings.pop("store", {}))
+    async with Orchestrator({**config, **settings}) as orch:
         orch.register_agent("instant", instant)
         handles = [await orch.create_session(agent="instant") for _ in range(sessions)]
         batches_before = getattr(orch.runtime.store, "batches", None)

@@ -153,7 +153,7 @@ def _cluster_status(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     print(
         f"{len(nodes)} nodes, {sum(n['alive'] for n in nodes)} alive; "
-        f"{unowned} sessions owned by no node (asleep; claimed on their next request)"
+        f"{unowned} session(s) owned by no node (asleep; claimed on their next request)"
     )
     return 0
 
