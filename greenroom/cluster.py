@@ -140,7 +140,7 @@ class Node:
 
     def _heartbeat(self) -> None:
         if self.valid_until and time.monotonic() >= self.valid_until:
-            self._lost("no renewal within the lease")
+            self.lapsed("no renewal within the lease")
         if self._renewing:  # the last renewal is still waiting on the database
             return
         self._renewing = True
@@ -158,18 +158,19 @@ class Node:
                 self.log.warning("lease_renew_failed", error=str(outcome))
                 return
             if outcome is False and self.valid_until:
-                self._lost("the database had already expired this node's lease")
+                self.lapsed("the database had already expired this node's lease")
             self.valid_until = sent + self.lease_s
 
         self.runtime.read(renew, done)
 
-    def _lost(self, why: str) -> None:
-        """The lease lapsed: stop serving every session; the database has moved on."""
+    def lapsed(self, why: str) -> None:
+        """The lease lapsed: stop serving every session now (on the loop). Another node
+        may own them already; this one claims each anew once it has renewed."""
         self.valid_until = 0.0
         self.leases_lost += 1
         directory = self.runtime.directory
         self.log.warning("lease_lost", why=why, live_sessions=len(directory.live))
-        directory.actor_ref.tell(m.PassivateAllNow())
+        directory.passivate_all_now()
 
     def _sweep(self) -> None:
         if not self.lease_ok or not self.runtime.taking_work:

@@ -74,6 +74,9 @@ class DirectoryActor(LoopActor):
 
     def route(self, sid: str, message: Any) -> None:
         """Deliver ``message`` to session ``sid``, activating it if asleep."""
+        node = self.runtime.node
+        if node is not None and node.valid_until and not node.lease_ok:
+            node.lapsed("no renewal within the lease")  # before serving anything stale
         entry = self.live.get(sid)
         activated = entry is None
         if entry is None:
@@ -134,6 +137,13 @@ class DirectoryActor(LoopActor):
         if entry is not None:
             self._forget(sid, entry)
 
+    def passivate_all_now(self) -> None:
+        """This node lost its lease: passivate every live session at once, busy or not.
+        What arrives meanwhile is buffered and goes to a new incarnation, which must
+        claim the session again first."""
+        for entry in list(self.live.values()):
+            self._passivate(entry, force=True)
+
     def stats(self) -> dict[str, int]:
         """Live sessions and ignored stale lifecycle messages."""
         return {
@@ -180,9 +190,7 @@ class DirectoryActor(LoopActor):
             self._sweep()
         elif isinstance(message, m.PassivateAll):
             self._passivate_all(message.reply)
-        elif isinstance(message, m.PassivateAllNow):
-            for entry in list(self.live.values()):
-                self._passivate(entry, force=True)
+
         else:
             super().on_receive(message)
 

@@ -66,12 +66,6 @@ class PassivateAll:
     reply: Reply
 
 
-@dataclass(frozen=True, slots=True)
-class PassivateAllNow:
-    """This node lost its lease: passivate every live session, busy or not. Unlike
-    shutdown, sessions may be activated again afterwards (by claiming them anew)."""
-
-
 # --- to a session -----------------------------------------------------------------
 
 

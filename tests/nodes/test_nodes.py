@@ -123,8 +123,10 @@ def test_a_paused_node_loses_its_lease_and_its_late_writes_are_refused(cluster: 
     )
     tid = r.json()["id"]
     wait_for(
-        lambda: requests.get(f"{a.url}/v1/sessions/{sid}/tasks/{tid}", timeout=2).json()["status"]
-        == "running",
+        lambda: (
+            requests.get(f"{a.url}/v1/sessions/{sid}/tasks/{tid}", timeout=2).json()["status"]
+            == "running"
+        ),
         10,
         "the task to run on a",
     )
@@ -153,6 +155,12 @@ def test_a_paused_node_loses_its_lease_and_its_late_writes_are_refused(cluster: 
     assert a_stats == 1
     final = requests.get(f"{b.url}/v1/sessions/{sid}/results?after=0", timeout=5).json()
     assert [(x["task_id"], x["status"]) for x in final["results"]] == [(tid, "interrupted")]
-    # And a serves the session again correctly (forwarding to b).
-    again = requests.get(f"{a.url}/v1/sessions/{sid}/tasks/{tid}", timeout=5)
-    assert again.json()["status"] == "interrupted" and again.headers[NODE] == "b"
+    # And a serves the session again correctly, forwarding to b (once it has joined
+    # again: until then it answers 503 with Retry-After, as a client retries).
+    again = wait_for(
+        lambda: (r := requests.get(f"{a.url}/v1/sessions/{sid}/tasks/{tid}", timeout=2)).ok and r,
+        10,
+        "a to serve again",
+    )
+    assert again.json()["status"] == "interrupted"  # type: ignore[attr-defined]
+    assert again.headers[NODE] == "b"  # type: ignore[attr-defined]
