@@ -55,14 +55,19 @@ def _config(data_dir: str, store: str, **limits: Any) -> dict[str, Any]:
 
 
 async def _run_tasks(
-    n: int, store: str, data_dir: str, sessions: int = 100, **settings: Any
+    n: int,
+    store: str,
+    data_dir: str,
+    sessions: int = 100,
+    overrides: dict[str, Any] | None = None,
 ) -> tuple[float, int | None]:
     """Start n instant tasks over some sessions, all at once; seconds until every
     completion is recorded, and the store's committed batches (SQLite, PostgreSQL).
-    ``settings``: more top-level config tables (``store`` ones merge into the store's)."""
+    ``overrides``: more top-level config tables (a ``store`` one merges into the store's)."""
     config = _config(data_dir, store)
-    config["store"].update(settings.pop("store", {}))
-    async with Orchestrator({**config, **settings}) as orch:
+    more = dict(overrides or {})
+    config["store"].update(more.pop("store", {}))
+    async with Orchestrator({**config, **more}) as orch:
         orch.register_agent("instant", instant)
         handles = [await orch.create_session(agent="instant") for _ in range(sessions)]
         batches_before = getattr(orch.runtime.store, "batches", None)

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from greenroom.errors import OwnedElsewhereError
 from greenroom.http.errors import Handler, error_response
-from greenroom.http.keys import FORWARD, ORCHESTRATOR
+from greenroom.http.keys import FORWARD, FORWARDED_TO, ORCHESTRATOR
 from greenroom.http.middleware import request_id
 from greenroom.logs import get_logger
 
@@ -109,6 +109,7 @@ async def _proxy(
     headers = {name: request.headers[name] for name in _PASS_ON if name in request.headers}
     headers[FORWARDED] = node.node_id
     node.forwarded += 1
+    request[FORWARDED_TO] = url
     try:
         upstream = await forwarder.client().request(
             request.method, url + request.path_qs, data=body or None, headers=headers

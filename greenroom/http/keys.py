@@ -21,3 +21,5 @@ SSE_STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("sse_streams")
 # Several nodes: owner hints and the client that forwards requests to other nodes.
 FORWARD: web.AppKey[Forwarder] = web.AppKey("forward")
 REQUEST_ID = web.RequestKey("request_id", str)
+# The owner's URL when this node forwarded the request (logged with request_finished).
+FORWARDED_TO = web.RequestKey("forwarded_to", str)

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from greenroom.errors import ShuttingDownError
 from greenroom.http.errors import Handler, error_response, shutting_down
-from greenroom.http.keys import REQUEST_ID, SETTINGS
+from greenroom.http.keys import FORWARDED_TO, REQUEST_ID, SETTINGS
 from greenroom.logs import get_logger
 
 log = get_logger()
@@ -66,6 +66,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
             method=request.method,
             path=request.path,
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            forwarded_to=request.get(FORWARDED_TO),
             # Long on purpose: doctor does not call these slow.
             stream=request.path.endswith("/events") or None,
             wait_s=request.query.get("wait") or None,

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import requests
 
@@ -58,6 +59,10 @@ def test_a_session_lives_on_one_node_and_any_node_answers_for_it(cluster: Cluste
             if len(seen) == 3:
                 break
     assert seen == ["id: 1", "id: 2", "id: 3"]
+    # a's log says where each request went, under the request id b logged too.
+    log = (Path(a.env["GREENROOM_DATA_DIR"]) / "greenroom.log").read_text().splitlines()
+    forwards = [json.loads(x) for x in log if '"forwarded_to"' in x]
+    assert forwards and {f["forwarded_to"] for f in forwards} == {b.url}
     stats = requests.get(f"{a.url}/v1/stats", timeout=5).json()["cluster"]
     assert stats["node_id"] == "a" and stats["forwarded"] >= 4 and stats["owned"] == 0
     status = subprocess.run(
