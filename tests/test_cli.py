@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -88,3 +90,33 @@ def test_serve_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     assert code == 0 and "Traceback" not in stderr, stderr
     events = [json.loads(x)["event"] for x in (tmp_path / "greenroom.log").read_text().splitlines()]
     assert events.index("orchestrator_stopped") < events.index("server_stopped")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        (("cluster", "status"), {}, "cluster status needs store.kind = 'postgres'"),
+        (
+            ("cluster", "status"),
+            {
+                "GREENROOM_STORE__KIND": "postgres",
+                "GREENROOM_STORE__DSN": "postgresql://ada:pw@127.0.0.1:1/x",
+            },
+            "open failed on postgresql://ada@127.0.0.1:1/x",
+        ),
+        (("serve",), {"GREENROOM_STORE__KIND": "postgres"}, "store.dsn: kind 'postgres' needs"),
+    ],
+)
+def test_postgres_mistakes_are_one_line_and_exit_2(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], says: str
+) -> None:
+    proc = greenroom(*args, env={"GREENROOM_DATA_DIR": str(tmp_path), **env})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"greenroom: error: {says}"), proc.stderr
+    assert proc.stderr.count("\n") == 1 and "pw@" not in proc.stderr
+
+
+def test_config_masks_the_dsn() -> None:
+    proc = greenroom("config", env={"GREENROOM_STORE__DSN": "postgresql://ada:pw@db/x"})
+    assert proc.returncode == 0 and "pw@" not in proc.stdout
+    assert json.loads(proc.stdout)["store"]["dsn"] == "[redacted]"
