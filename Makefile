@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-quick clean wrk mutate soak
+.PHONY: run test lint bench bench-quick clean wrk haproxy mutate soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,10 +39,15 @@ wrk:
 	@command -v wrk >/dev/null || (apt-get install -y wrk >/dev/null 2>&1 || \
 	  (apt-get update >/dev/null && apt-get install -y wrk >/dev/null))
 
-bench: $(STAMP) wrk
+# haproxy is the load balancer of forward_share (several nodes); from Debian when missing.
+haproxy:
+	@command -v haproxy >/dev/null || (apt-get install -y haproxy >/dev/null 2>&1 || \
+	  (apt-get update >/dev/null && apt-get install -y haproxy >/dev/null))
+
+bench: $(STAMP) wrk haproxy
 	$(BIN)/python -m bench
 
-bench-quick: $(STAMP) wrk
+bench-quick: $(STAMP) wrk haproxy
 	$(BIN)/python -m bench --quick
 
 # Soak: `greenroom serve` under mixed churn for SOAK_SECONDS (tests/soak/load.py), a

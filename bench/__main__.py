@@ -1,7 +1,9 @@
 """``make bench`` / ``make bench-quick``: run every benchmark, print a table, write results.json.
 
 Each benchmark runs in its own process (clean RSS and thread counts) and reports its
-figure beside a bare baseline measured in the same run, as a ratio.
+figure beside a bare baseline measured in the same run, as a ratio. The PostgreSQL ones
+(bench/pg.py, bench/nodes.py) need a server (``$BENCH_PG_DSN``, default
+``postgresql://postgres@127.0.0.1:5432/postgres``) and, for forward_share, ``haproxy``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ ORDER = [
     ("bench.core", "fanout_10k"),
     ("bench.core", "sessions"),
     ("bench.core", "durable_completions"),
+    # PostgreSQL (BENCH_PG_DSN, default the local server, trust auth) and several nodes.
+    ("bench.pg", "pg_durable_completions"),
+    ("bench.pg", "pg_round_trips"),
+    ("bench.nodes", "failover"),
+    ("bench.nodes", "forward_share"),  # needs haproxy (apt-get install -y haproxy)
 ]
 
 
@@ -147,12 +154,12 @@ def main() -> int:
 
 def table(results: list[dict[str, Any]]) -> None:
     print(
-        f"\n{'benchmark':<22}{'value':>14}  {'unit':<16}{'baseline':>10}{'ratio':>9}  "
+        f"\n{'benchmark':<24}{'value':>14}  {'unit':<16}{'baseline':>10}{'ratio':>9}  "
         f"{'goal':<46}met"
     )
     for r in results:
         print(
-            f"{r['name']!s:<22}{_fmt(r['value']):>14}  {r['unit']!s:<16}"
+            f"{r['name']!s:<24}{_fmt(r['value']):>14}  {r['unit']!s:<16}"
             f"{_fmt(r['baseline']):>10}{_fmt(r['ratio']):>9}  {r['goal']!s:<46}"
             f"{'yes' if r['met'] else 'NO'}"
         )

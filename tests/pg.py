@@ -1,6 +1,6 @@
 """A PostgreSQL database of its own for a test, dropped afterwards.
 
-The server is ``$GREENROOM_TEST_PG`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``,
+The server is ``$TEST_PG_DSN`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``,
 trust auth). Outside CI a test skips, with one line saying why, when the server cannot be
 reached; under ``CI=true`` that is a failure, so CI never passes by skipping.
 """
@@ -14,12 +14,12 @@ from contextlib import contextmanager
 
 import pytest
 
-ADMIN_DSN = os.environ.get("GREENROOM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_DSN = os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def unavailable(why: str) -> None:
     """Skip (or, under CI=true, fail) a test that needs PostgreSQL."""
-    message = f"PostgreSQL unavailable ({why}); set GREENROOM_TEST_PG to a server's DSN"
+    message = f"PostgreSQL unavailable ({why}); set TEST_PG_DSN to a server's DSN"
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from greenroom.errors import OwnedElsewhereError
 from greenroom.http.errors import Handler, error_response
-from greenroom.http.keys import FORWARD, FORWARDED_TO, ORCHESTRATOR
+from greenroom.http.keys import FORWARD, FORWARDED_TO, ORCHESTRATOR, SETTINGS
 from greenroom.http.middleware import request_id
 from greenroom.logs import get_logger
 
@@ -110,9 +110,14 @@ async def _proxy(
     headers[FORWARDED] = node.node_id
     node.forwarded += 1
     request[FORWARDED_TO] = url
+    quiet = aiohttp.ClientTimeout(total=None, sock_connect=3.0, sock_read=_quiet_s(request, node))
     try:
         upstream = await forwarder.client().request(
-            request.method, url + request.path_qs, data=body or None, headers=headers
+            request.method,
+            url + request.path_qs,
+            data=body or None,
+            headers=headers,
+            timeout=quiet,
         )
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         forwarder.hints.pop(sid, None)
@@ -147,6 +152,22 @@ async def _proxy(
             return response
         await response.write_eof()
         return response
+
+
+def _quiet_s(request: web.Request, node: Node) -> float:
+    """How long the owner may stay silent before it is taken for dead (paused, cut off).
+
+    A stream sends a heartbeat every ``heartbeat_s`` and a long-poll answers within its
+    ``wait``; anything else answers at once. A lease on top covers a slow owner.
+    """
+    settings = request.app[SETTINGS].server
+    if request.path.endswith("/events"):
+        return settings.heartbeat_s + node.lease_s
+    try:
+        wait = float(request.query.get("wait", 0))
+    except ValueError:
+        wait = 0.0
+    return min(max(wait, 0.0), settings.max_wait_s) + node.lease_s
 
 
 async def name_the_node(request: web.Request, response: web.StreamResponse) -> None:

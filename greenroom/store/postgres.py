@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
@@ -324,9 +325,20 @@ class PostgresStore:
         return StoreError(text)
 
     def _transaction(self, conn: psycopg.Connection[Any], batch: list[_Write]) -> None:
-        with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
-            for write in batch:
-                _apply(cur, write.write)
+        # BEGIN, every statement and COMMIT go out together and the writer waits once,
+        # at the pipeline's sync: one round trip per batch. (psycopg's transaction()
+        # block would wait for BEGIN and for COMMIT separately.)
+        try:
+            with conn.pipeline(), conn.cursor() as cur:
+                cur.execute("BEGIN")
+                for write in batch:
+                    _apply(cur, write.write)
+                cur.execute("COMMIT")
+        except BaseException:
+            if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+            raise
         self.batches += 1
 
     # --- reads ------------------------------------------------------------------------

@@ -137,6 +137,10 @@ def test_a_paused_node_loses_its_lease_and_its_late_writes_are_refused(cluster: 
     )
     a.signal(signal.SIGSTOP)
     try:
+        # a still holds the lease but does not answer: b does not hang on it, it says so.
+        paused = requests.get(f"{b.url}/v1/sessions/{sid}/tasks/{tid}", timeout=30)
+        assert paused.status_code == 503 and paused.headers["Retry-After"] == "1"
+        assert paused.json()["error"]["code"] == "owner_unreachable"
         # b takes the session once a's lease ran out; the task a was running is recorded
         # interrupted by b.
         task = wait_for(
