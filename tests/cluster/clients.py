@@ -47,7 +47,7 @@ class LoadConfig:
     request_timeout_s: float = 6.0  # a paused node holds a request until this passes
     poll_wait_s: float = 2.0  # ?wait= of the task long-poll
     sse_read_timeout_s: float = 4.0  # > 3 heartbeats: a silent stream is a dead one
-    start_grace_s: float = 20.0  # a start may keep retrying this long past the load
+    start_grace_s: float = 15.0  # a start may keep retrying this long past the load
     max_sse_connects: int = 1000
 
 

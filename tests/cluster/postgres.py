@@ -136,7 +136,7 @@ class Postgres:
             self._check_alive()
             if subprocess.run(self._isready_argv(), check=False).returncode == 0:
                 return time.monotonic() - began
-            time.sleep(0.05)  # a refused connection answers at once: pace the polling
+            time.sleep(0.1)  # a refused connection answers at once: pace the polling
         raise RuntimeError(f"postgres not ready within {timeout_s} s:\n{self.tail()}")
 
     async def start_async(self, timeout_s: float = 60.0) -> float:
@@ -149,7 +149,7 @@ class Postgres:
             return await probe.wait() == 0
 
         try:
-            return await poll_until(ready, timeout_s, "postgres to accept connections", 0.05)
+            return await poll_until(ready, timeout_s, "postgres to accept connections", 0.1)
         except TimeoutError as exc:
             raise RuntimeError(f"{exc}\n{self.tail()}") from None
 

@@ -45,14 +45,14 @@ class ScenarioConfig:
     load: LoadConfig = field(default_factory=LoadConfig)
     kinds: tuple[str, ...] = KINDS
     fault_count: int = 4
-    settle_s: float = 40.0  # every acknowledged task terminal within this
-    catch_up_s: float = 15.0  # every stream reader at the last seq within this
+    settle_s: float = 30.0  # every acknowledged task terminal within this
+    catch_up_s: float = 10.0  # every stream reader at the last seq within this
     slow_delay_s: float = 0.3  # the agent's answer time: tasks are caught running
     heartbeat_s: float = 1.0
 
     @property
     def failover_timeout_s(self) -> float:
-        return self.lease_s * 4 + 20.0
+        return self.lease_s * 4 + 10.0
 
 
 @dataclass

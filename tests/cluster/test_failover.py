@@ -50,7 +50,7 @@ def test_three_nodes_over_postgres_lose_nothing_through_kills_pauses_and_a_postg
         nodes=3,
         lease_s=2.5,
         fault_count=4,  # one of each kind, and one more the seed picks
-        load=LoadConfig(sessions=9, seconds=75.0),
+        load=LoadConfig(sessions=9, seconds=70.0),
     )
     report = asyncio.run(run_scenario(cfg, tmp_path, postgres_server))
     path = report.write("failover.json")
