@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from tests.cluster.clients import Load, Probe
@@ -92,7 +93,8 @@ class FaultRecord:
     note: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        at_utc = datetime.fromtimestamp(self.at_wall, UTC).isoformat(timespec="milliseconds")
+        return {**asdict(self), "at_utc": at_utc}
 
 
 class FaultRunner:
@@ -102,6 +104,8 @@ class FaultRunner:
         takeover: whether other nodes can take a faulted node's sessions over (several
             nodes); if not, a node is restarted / resumed before failover is awaited.
         restart_pg: restarts PostgreSQL (down ``down_s``); None when there is none.
+        whole: returns once the cluster is whole again (every node back, and seen up
+            by HAProxy); awaited after each fault, so faults do not overlap.
     """
 
     def __init__(
@@ -113,6 +117,7 @@ class FaultRunner:
         takeover: bool,
         failover_timeout_s: float,
         restart_pg: Callable[[float], Awaitable[float]] | None = None,
+        whole: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.nodes = nodes
         self.load = load
@@ -120,6 +125,7 @@ class FaultRunner:
         self.takeover = takeover
         self.failover_timeout_s = failover_timeout_s
         self.restart_pg = restart_pg
+        self.whole = whole
         self.records: list[FaultRecord] = []
 
     async def run(self, plans: list[FaultPlan], began: float) -> list[FaultRecord]:
@@ -127,6 +133,8 @@ class FaultRunner:
         for plan in plans:
             await asyncio.sleep(max(0.0, began + plan.at_s - time.monotonic()))
             self.records.append(await self.inject(plan, began))
+            if self.whole is not None:
+                await self.whole()
         return self.records
 
     async def _target(self, preferred: str | None) -> tuple[str, set[str]]:
@@ -150,6 +158,8 @@ class FaultRunner:
             node, sids = await self._target(plan.node)
         t0 = time.monotonic()
         record = FaultRecord(plan.kind, node, round(t0 - began, 2), time.time(), sorted(sids))
+        if not sids:
+            record.note = "the node owned no session of the load"
         probes = (self.load.probe(sids, t0), self.load.probe(sids, t0, WRITES))
         try:
             if plan.kind == "kill":
@@ -203,7 +213,7 @@ class FaultRunner:
             record.served_by = answer.node
         if write is not None:
             record.first_write_s = round(write.done - t0, 3)
-        if answer is None or write is None:
+        if (answer is None or write is None) and not record.note:
             record.note = (
                 f"no {'answer' if answer is None else 'write'} within {self.failover_timeout_s} s"
             )

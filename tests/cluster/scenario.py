@@ -131,14 +131,25 @@ class Cluster:
         await asyncio.gather(*(node.wait_ready() for node in self.nodes.values()))
         self.haproxy.start()
         await self.haproxy.wait_ready()
-        # The load starts once HAProxy's checks agree on which nodes run: no request is
-        # sent to a node that was never started.
+        await self.whole()
+
+    async def whole(self, timeout_s: float = 20.0) -> None:
+        """Wait until every node runs and HAProxy's checks see it up (and the nodes
+        never started down): the load begins, and each fault ends, on a whole cluster.
+
+        Raises:
+            RuntimeError: a node is not running.
+            TimeoutError: HAProxy did not agree in time.
+        """
+        for name, node in self.nodes.items():
+            if not node.alive or node.paused:
+                raise RuntimeError(f"{name} is not running")
         expected = {name: "UP" if name in self.nodes else "DOWN" for name in NODES}
 
         async def agreed() -> bool:
             return await self.haproxy.servers() == expected
 
-        await poll_until(agreed, 20, f"haproxy to see the nodes {expected}")
+        await poll_until(agreed, timeout_s, f"haproxy to see the nodes {expected}")
 
     async def stats(self) -> dict[str, Any]:
         """Each live node's ``/v1/stats`` (its ``cluster`` object where it has one)."""
@@ -250,6 +261,7 @@ async def _faults_and_load(
         takeover=cfg.clustered and len(cluster.nodes) > 1,
         failover_timeout_s=cfg.failover_timeout_s,
         restart_pg=None if pg is None else pg.restart_async,
+        whole=cluster.whole,
     )
     began = time.monotonic()
     faults = asyncio.create_task(runner.run(plans, began))
