@@ -26,6 +26,7 @@ from tests.cluster.checker import check_session
 from tests.cluster.clients import Load, LoadConfig
 from tests.cluster.faults import KINDS, FaultRecord, FaultRunner, schedule
 from tests.cluster.haproxy import NODES, HAProxy
+from tests.cluster.history import FinalRead
 from tests.cluster.nodes import Node, StoreChoice, config_toml, node_env
 from tests.cluster.postgres import Postgres
 from tests.cluster.procs import ROOT, free_port, poll_until
@@ -223,7 +224,13 @@ async def _run_load(
         finally:
             await load.stop_readers()
         deadline = time.monotonic() + 30
-        finals = {sid: await load.final_read(sid, deadline) for sid in load.histories}
+        finals: dict[str, FinalRead] = {}
+        for sid in load.histories:
+            try:
+                finals[sid] = await load.final_read(sid, deadline)
+            except RuntimeError as exc:  # e.g. a 404: the checks below say what it lost
+                report.problems.append(f"{sid}: reading it back failed: {exc}")
+                finals[sid] = FinalRead()
         stored = await probe.sessions(load.histories)
     for sid, history in load.histories.items():
         report.problems += check_session(history, finals[sid], stored[sid])
@@ -306,7 +313,7 @@ async def _settle(cfg: ScenarioConfig, load: Load, report: Report) -> None:
     report.timings["settle_s"] = round(time.monotonic() - began, 2)
 
 
-def _totals(load: Load, finals: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
+def _totals(load: Load, finals: dict[str, FinalRead], stored: dict[str, Any]) -> dict[str, Any]:
     statuses: Counter[str] = Counter()
     for sid, history in load.histories.items():
         for tid in history.acked_tasks:
