@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-quick clean wrk haproxy mutate soak
+.PHONY: run test lint bench bench-quick clean wrk haproxy mutate soak failover
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,12 @@ bench-quick: $(STAMP) wrk haproxy
 SOAK_SECONDS ?= 600
 soak: $(STAMP)
 	$(BIN)/python -m tests.soak.load --seconds $(SOAK_SECONDS)
+
+# The failure test of three nodes over PostgreSQL behind HAProxy (tests/cluster; also part of
+# `make test`): the failover time of each fault on stdout and in artifacts/failover.json.
+# JEPSEN_SEED picks another fault schedule.
+failover: $(STAMP)
+	$(BIN)/pytest -s -p no:cacheprovider tests/cluster/test_failover.py
 
 clean:
 	rm -rf $(VENV) .greenroom build *.egg-info
