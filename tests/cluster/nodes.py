@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.cluster.procs import (
-    ROOT,
     end_process_async,
     http_ok,
     log_tail,
@@ -88,26 +87,6 @@ def node_env(
             GREENROOM_CLUSTER__LEASE_S=str(store.lease_s),
         )
     return env
-
-
-def cluster_support() -> str | None:
-    """None when the installed greenroom accepts the cluster settings (a postgres store,
-    ``[cluster]``); otherwise its one-line refusal. ``greenroom config`` only parses the
-    configuration: it connects to nothing."""
-    store = StoreChoice("postgres", "postgresql://postgres@127.0.0.1:1/none")
-    env = node_env("n1", 1, Path("/nonexistent"), ROOT / "config" / "greenroom.toml", store)
-    proc = subprocess.run(
-        [sys.executable, "-m", "greenroom.cli", "config"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if proc.returncode == 0:
-        return None
-    return (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
 
 
 class Node:
