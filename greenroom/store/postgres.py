@@ -19,11 +19,8 @@ was paused or cut off can never write again after another node took over.
 from __future__ import annotations
 
 import contextlib
-import queue
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -46,6 +43,7 @@ from greenroom.models import (
     Write,
 )
 from greenroom.store.rows import TASK_COLUMNS, task_from_row, task_row
+from greenroom.store.writer import GroupCommitWriter, PendingWrite
 
 FENCE_SQLSTATE = "GR001"  # raised by greenroom_fence when the lease generation moved on
 MIGRATIONS: tuple[str, ...] = (
@@ -92,18 +90,10 @@ _TASK_UPSERT = (
     "ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in TASK_COLUMNS.split(", ")[1:])
 )
-_BATCH_MAX = 512
 _LIVE_NODE = "SELECT 1 FROM nodes n WHERE n.id = {col} AND n.expires_at > now()"
 
 
-@dataclass(slots=True)
-class _Write:
-    write: Write
-    done: Callable[[BaseException | None], None]
-    error: StoreError | None = None
-
-
-class PostgresStore:
+class PostgresStore(GroupCommitWriter):
     """Implements :class:`greenroom.typing.Store` on a PostgreSQL database.
 
     Args:
@@ -120,11 +110,11 @@ class PostgresStore:
     def __init__(self, dsn: str, *, pool_size: int = 4, connect_timeout_s: float = 5.0) -> None:
         if pool_size < 1:
             raise ValueError(f"pool_size: must be >= 1, got {pool_size}")
+        super().__init__()
         self.dsn = dsn
         self.where = _redact(dsn)
         self.connect_timeout_s = connect_timeout_s
         self.batches = 0
-        self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
         self._pool = ConnectionPool(
             dsn,
             min_size=1,
@@ -138,8 +128,6 @@ class PostgresStore:
             check=ConnectionPool.check_connection,
             name="greenroom-read",
         )
-        self._writer: threading.Thread | None = None
-        self._closed = False
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -153,8 +141,7 @@ class PostgresStore:
             self._migrate(conn)
         with self._errors("open"):
             self._pool.open(wait=True, timeout=self.connect_timeout_s)
-        self._writer = threading.Thread(target=self._write_loop, name="greenroom-pg-writer")
-        self._writer.start()
+        self._start_writer("greenroom-pg-writer")
 
     def _connect(self) -> psycopg.Connection[Any]:
         """A connection of the writer's (its name shows in ``pg_stat_activity``)."""
@@ -186,9 +173,7 @@ class PostgresStore:
         if self._closed:
             return
         self._closed = True
-        if self._writer is not None:
-            self._queue.put(None)
-            self._writer.join()
+        self._stop_writer()
         self._pool.close()
 
     @contextmanager
@@ -217,80 +202,13 @@ class PostgresStore:
 
     # --- writes -----------------------------------------------------------------------
 
-    def commit(
-        self,
-        session_id: str,
-        *,
-        session: SessionRecord | None = None,
-        messages: Sequence[ChatMessage] = (),
-        tasks: Sequence[TaskRecord] = (),
-        events: Sequence[Event] = (),
-        acked_up_to: int | None = None,
-    ) -> None:
-        """See :meth:`greenroom.typing.Store.commit`; blocks until the write is durable."""
-        finished = threading.Event()
-        errors: list[BaseException] = []
+    def _writer_connection(self) -> psycopg.Connection[Any]:
+        return self._connect()
 
-        def done(error: BaseException | None) -> None:
-            if error is not None:
-                errors.append(error)
-            finished.set()
+    def _writer_usable(self, conn: psycopg.Connection[Any], last_ok: bool) -> bool:
+        return not conn.closed and not conn.broken
 
-        write = Write(
-            session_id, session, tuple(messages), tuple(tasks), tuple(events), acked_up_to
-        )
-        self.write(write, done)
-        finished.wait()
-        if errors:
-            raise errors[0]
-
-    def write(self, write: Write, done: Callable[[BaseException | None], None]) -> None:
-        """See :meth:`greenroom.typing.Store.write`: queues for the writer thread."""
-        if self._closed or self._writer is None:
-            raise StoreError(f"write: the store {self.where} is not open")
-        self._queue.put(_Write(write, done))
-
-    def _write_loop(self) -> None:
-        conn: psycopg.Connection[Any] | None = None
-        try:
-            while True:
-                first = self._queue.get()
-                if first is None:
-                    return
-                batch = [first]
-                stop = False
-                while len(batch) < _BATCH_MAX:
-                    try:
-                        nxt = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        stop = True
-                        break
-                    batch.append(nxt)
-                if conn is None or conn.closed or conn.broken:
-                    try:
-                        conn = self._connect()
-                    except psycopg.Error as exc:
-                        conn = None
-                        self._report(batch, f"commit failed on {self.where}: {_first_line(exc)}")
-                        if stop:
-                            return
-                        continue
-                self._write_batch(conn, batch)
-                if stop:
-                    return
-        finally:
-            if conn is not None:
-                conn.close()
-
-    def _report(self, batch: list[_Write], message: str) -> None:
-        for write in batch:
-            write.error = StoreError(message)
-            with contextlib.suppress(Exception):
-                write.done(write.error)
-
-    def _write_batch(self, conn: psycopg.Connection[Any], batch: list[_Write]) -> None:
+    def _write_batch(self, conn: psycopg.Connection[Any], batch: list[PendingWrite]) -> bool:
         try:
             self._transaction(conn, batch)
         except psycopg.Error as exc:
@@ -298,22 +216,19 @@ class PostgresStore:
                 for write in batch:
                     write.error = self._error(exc)
             else:
-                for write in batch:  # one bad write must not fail its neighbours
+                for index, write in enumerate(batch):  # one bad write must not fail the rest
                     try:
                         self._transaction(conn, [write])
                     except psycopg.Error as one:
                         write.error = self._error(one)
-                        if conn.broken:
+                        if conn.broken:  # the rest were not written: say so, reload
+                            for rest in batch[index + 1 :]:
+                                rest.error = self._error(one)
                             break
-                for write in batch:
-                    if conn.broken and write.error is None:
-                        write.error = self._error(exc)  # its outcome is unknown too
         except Exception as exc:  # a bug must not kill the writer and hang callers
             for write in batch:
                 write.error = StoreError(f"commit failed on {self.where}: {exc!r}")
-        for write in batch:
-            with contextlib.suppress(Exception):  # a caller's callback must not kill the writer
-                write.done(write.error)
+        return all(write.error is None for write in batch)
 
     def _error(self, exc: psycopg.Error) -> StoreError:
         text = f"commit failed on {self.where}: {_first_line(exc)}"
@@ -324,7 +239,7 @@ class PostgresStore:
             return StoreInDoubtError(text)
         return StoreError(text)
 
-    def _transaction(self, conn: psycopg.Connection[Any], batch: list[_Write]) -> None:
+    def _transaction(self, conn: psycopg.Connection[Any], batch: list[PendingWrite]) -> None:
         # BEGIN, every statement and COMMIT go out together and the writer waits once,
         # at the pipeline's sync: one round trip per batch. (psycopg's transaction()
         # block would wait for BEGIN and for COMMIT separately.)

@@ -13,16 +13,13 @@ once the fault clears.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +34,7 @@ from greenroom.models import (
     Write,
 )
 from greenroom.store.rows import TASK_COLUMNS, task_from_row, task_row
+from greenroom.store.writer import GroupCommitWriter, PendingWrite
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -66,17 +64,9 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX sessions_newest ON sessions (created_at DESC, id DESC);
     """,
 )
-_BATCH_MAX = 512
 
 
-@dataclass(slots=True)
-class _Write:
-    write: Write
-    done: Callable[[BaseException | None], None]
-    error: StoreError | None = None
-
-
-class SqliteStore:
+class SqliteStore(GroupCommitWriter):
     """Implements :class:`greenroom.typing.Store` on one SQLite file.
 
     Args:
@@ -107,15 +97,14 @@ class SqliteStore:
             raise ValueError(f"synchronous: must be 'NORMAL' or 'FULL', got {synchronous!r}")
         if read_pool_size < 1:
             raise ValueError(f"read_pool_size: must be >= 1, got {read_pool_size}")
+        super().__init__()
         self.path = Path(path)
+        self.where = str(self.path)
         self.synchronous = synchronous
         self.busy_timeout_ms = busy_timeout_ms
         self.read_idle_s = read_idle_s
         self.batches = 0
-        self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
         self._pool = _ReadPool(self._connect, read_pool_size, read_idle_s)
-        self._writer: threading.Thread | None = None
-        self._closed = False
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -134,8 +123,7 @@ class SqliteStore:
                 self._migrate(conn)
             finally:
                 conn.close()
-        self._writer = threading.Thread(target=self._write_loop, name="greenroom-sqlite-writer")
-        self._writer.start()
+        self._start_writer("greenroom-sqlite-writer")
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -152,9 +140,7 @@ class SqliteStore:
         if self._closed:
             return
         self._closed = True
-        if self._writer is not None:
-            self._queue.put(None)
-            self._writer.join()
+        self._stop_writer()
         self._pool.close()
 
     def read_connections(self) -> int:
@@ -214,79 +200,15 @@ class SqliteStore:
 
     # --- writes -----------------------------------------------------------------------
 
-    def commit(
-        self,
-        session_id: str,
-        *,
-        session: SessionRecord | None = None,
-        messages: Sequence[ChatMessage] = (),
-        tasks: Sequence[TaskRecord] = (),
-        events: Sequence[Event] = (),
-        acked_up_to: int | None = None,
-    ) -> None:
-        """See :meth:`greenroom.typing.Store.commit`; blocks until the write is durable.
+    def _writer_connection(self) -> sqlite3.Connection:
+        return self._connect()
 
-        Raises:
-            StoreError: the write failed (nothing of it was written) or the store is closed.
-        """
-        finished = threading.Event()
-        errors: list[BaseException] = []
+    def _writer_usable(self, conn: sqlite3.Connection, last_ok: bool) -> bool:
+        # After a fault (read-only file, full disk) the connection may stay read-only:
+        # the writer reopens it until writes work again.
+        return last_ok
 
-        def done(error: BaseException | None) -> None:
-            if error is not None:
-                errors.append(error)
-            finished.set()
-
-        write = Write(
-            session_id, session, tuple(messages), tuple(tasks), tuple(events), acked_up_to
-        )
-        self.write(write, done)
-        finished.wait()
-        if errors:
-            raise errors[0]
-
-    def write(self, write: Write, done: Callable[[BaseException | None], None]) -> None:
-        """See :meth:`greenroom.typing.Store.write`: queues for the writer thread.
-
-        Raises:
-            StoreError: the store is not open (nothing was queued).
-        """
-        if self._closed or self._writer is None:
-            raise StoreError(f"write: the store {self.path} is not open")
-        self._queue.put(_Write(write, done))
-
-    def _write_loop(self) -> None:
-        conn = self._connect()
-        broken = False
-        try:
-            while True:
-                first = self._queue.get()
-                if first is None:
-                    return
-                batch = [first]
-                stop = False
-                while len(batch) < _BATCH_MAX:
-                    try:
-                        nxt = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        stop = True
-                        break
-                    batch.append(nxt)
-                if broken:
-                    # After a fault (read-only file, full disk) the connection may be stuck
-                    # read-only or broken: reopen it before each batch until writes work,
-                    # so the store recovers as soon as the fault clears.
-                    conn.close()
-                    conn = self._connect()
-                broken = not self._write_batch(conn, batch)
-                if stop:
-                    return
-        finally:
-            conn.close()
-
-    def _write_batch(self, conn: sqlite3.Connection, batch: list[_Write]) -> bool:
+    def _write_batch(self, conn: sqlite3.Connection, batch: list[PendingWrite]) -> bool:
         """Write a batch; False when any write failed."""
         try:
             self._transaction(conn, batch)
@@ -302,12 +224,9 @@ class SqliteStore:
         except Exception as exc:  # a bug must not kill the writer and hang callers
             for write in batch:
                 write.error = StoreError(f"commit failed on {self.path}: {exc!r}")
-        for write in batch:
-            with contextlib.suppress(Exception):  # a caller's callback must not kill the writer
-                write.done(write.error)
         return all(write.error is None for write in batch)
 
-    def _transaction(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
+    def _transaction(self, conn: sqlite3.Connection, batch: list[PendingWrite]) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for write in batch:
