@@ -280,6 +280,17 @@ def _health_paths() -> JSON:
                 errors=(503,),
             )
         },
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics (text format; OpenMetrics on Accept); 404 when "
+                "server.metrics is off",
+                {
+                    "description": "the metrics",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                errors=(401, 404),
+            )
+        },
         "/v1/stats": {
             "get": _op(
                 "live sessions, live actors by kind, tasks, threads, read connections",

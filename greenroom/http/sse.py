@@ -18,7 +18,7 @@ from aiohttp import web
 
 from greenroom.api import Subscription
 from greenroom.http.errors import BadRequestError
-from greenroom.http.keys import SETTINGS, SHUTDOWN, SSE_STREAMS
+from greenroom.http.keys import ORCHESTRATOR, SETTINGS, SHUTDOWN, SSE_STREAMS
 from greenroom.http.middleware import request_id
 from greenroom.http.routes_sessions import session_of
 from greenroom.logs import get_logger
@@ -72,6 +72,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     streams = request.app[SSE_STREAMS]
     if me is not None:
         streams.add(me)
+    metrics = request.app[ORCHESTRATOR].metrics
+    metrics.sse_opened()
     try:
         response = web.StreamResponse(
             headers={
@@ -87,6 +89,7 @@ async def events(request: web.Request) -> web.StreamResponse:
             await response.write_eof()
         return response
     finally:
+        metrics.sse_closed()
         feed.close()
         if me is not None:
             streams.discard(me)
