@@ -9,7 +9,7 @@ from aiohttp import web
 
 from greenroom.http import routes_metrics, routes_results, routes_sessions, routes_tasks, sse
 from greenroom.http.errors import error_middleware, error_response, shutting_down
-from greenroom.http.keys import ORCHESTRATOR, SETTINGS, SHUTDOWN, SSE_STREAMS
+from greenroom.http.keys import ORCHESTRATOR, SETTINGS, SHUTDOWN, SSE_STREAMS, TICKETS
 from greenroom.http.middleware import (
     auth_middleware,
     body_limit_middleware,
@@ -18,6 +18,7 @@ from greenroom.http.middleware import (
     request_id_middleware,
 )
 from greenroom.http.openapi import openapi_document
+from greenroom.http.tickets import TicketSigner
 from greenroom.logs import get_logger
 from greenroom.orchestrator import Orchestrator
 
@@ -97,6 +98,7 @@ def create_app(orchestrator: Orchestrator) -> web.Application:
     app[ORCHESTRATOR] = orchestrator
     app[SETTINGS] = settings
     app[SHUTDOWN] = asyncio.Event()
+    app[TICKETS] = TicketSigner(settings.server.token)
     streams: set[asyncio.Task[Any]] = set()
     app[SSE_STREAMS] = streams
     app.on_shutdown.append(_on_shutdown)

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from greenroom.http.tickets import TicketSigner
 from greenroom.orchestrator import Orchestrator
 from greenroom.settings import Settings
 
@@ -15,4 +16,5 @@ SETTINGS = web.AppKey("settings", Settings)
 SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
 # The handler tasks of open SSE streams, so shutdown can wait for their last event.
 SSE_STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("sse_streams")
+TICKETS = web.AppKey("tickets", TicketSigner)
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from greenroom.errors import ShuttingDownError
 from greenroom.http.errors import Handler, error_response, shutting_down
-from greenroom.http.keys import ORCHESTRATOR, REQUEST_ID, SETTINGS
+from greenroom.http.keys import ORCHESTRATOR, REQUEST_ID, SETTINGS, TICKETS
 from greenroom.logs import get_logger
 from greenroom.metrics import UNMATCHED_ROUTE
 
@@ -27,6 +27,8 @@ MAX_HEADER_BYTES = 16384
 PARSER_LIMIT_BYTES = 65536
 """What ``greenroom serve``'s HTTP parser accepts per line and header field; beyond it
 the parser answers a plain-text 400 before greenroom sees the request."""
+EVENTS_ROUTE = "/v1/sessions/{sid}/events"
+"""The one route that takes a stream ticket (``?ticket=``) in place of the token."""
 
 
 # Made-up request ids: unique in the process (a counter) and across processes (a random
@@ -87,14 +89,15 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """With a token configured, every /v1 route and /metrics need
-    ``Authorization: Bearer <token>``."""
+    ``Authorization: Bearer <token>``; a session's event stream also takes a ticket for
+    that session (``?ticket=``, see ``greenroom.http.tickets``)."""
     token = request.app[SETTINGS].server.token
     path = request.path
     if token and (path.startswith("/v1") or path == "/metrics"):
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
         bearer = scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
-        if not bearer:
+        if not bearer and not _ticket_admits(request):
             return error_response(
                 401,
                 "unauthorized",
@@ -102,6 +105,14 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 {"WWW-Authenticate": "Bearer"},
             )
     return await handler(request)
+
+
+def _ticket_admits(request: web.Request) -> bool:
+    """A valid, unexpired ticket for the session whose event stream is requested."""
+    ticket = request.query.get("ticket")
+    if not ticket or request.method != "GET" or route_template(request) != EVENTS_ROUTE:
+        return False
+    return request.app[TICKETS].verify(ticket, request.match_info["sid"])
 
 
 @web.middleware

@@ -186,6 +186,15 @@ _SESSION_RECORD = {
         "metadata": {"type": "object"},
     },
 }
+_TICKET = {
+    "type": "object",
+    "required": ["ticket", "expires_at", "ttl_s"],
+    "properties": {
+        "ticket": {"type": "string"},
+        "expires_at": {"type": "integer", "description": "Unix seconds"},
+        "ttl_s": {"type": "integer"},
+    },
+}
 _BEARER: list[JSON] = [{"bearer": []}]
 # Not blank as Python's str.strip() sees it, which also strips \x1c-\x1f and \x85.
 _NOT_BLANK = "[^\\s\\u001c-\\u001f\\u0085]"
@@ -363,6 +372,14 @@ def _session_paths(limits: LimitsSettings) -> JSON:
             ),
         },
         "/v1/sessions/{sid}/events": {"get": _events_operation()},
+        "/v1/sessions/{sid}/events/ticket": {
+            "post": _op(
+                "a ticket that opens this session's event stream for 60 s (?ticket=), "
+                "for browsers: EventSource cannot send the Authorization header",
+                _json(_TICKET, "the ticket"),
+                params=[_SID],
+            )
+        },
     }
 
 
@@ -379,6 +396,11 @@ def _events_operation() -> JSON:
             _SID,
             _header("Last-Event-ID", seq, "replay the stored events after this seq"),
             _query("after", seq, "like Last-Event-ID, for clients that cannot set headers"),
+            _query(
+                "ticket",
+                {"type": "string"},
+                "instead of the bearer token: a ticket from POST .../events/ticket",
+            ),
         ],
         errors=(400, 401, 404, 503, 500),
     )
