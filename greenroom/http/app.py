@@ -7,7 +7,14 @@ from typing import Any
 
 from aiohttp import web
 
-from greenroom.http import routes_metrics, routes_results, routes_sessions, routes_tasks, sse
+from greenroom.http import (
+    routes_console,
+    routes_metrics,
+    routes_results,
+    routes_sessions,
+    routes_tasks,
+    sse,
+)
 from greenroom.http.errors import error_middleware, error_response, shutting_down
 from greenroom.http.keys import ORCHESTRATOR, SETTINGS, SHUTDOWN, SSE_STREAMS, TICKETS
 from greenroom.http.middleware import (
@@ -109,6 +116,7 @@ def create_app(orchestrator: Orchestrator) -> web.Application:
         routes_results.routes,
         sse.routes,
         routes_metrics.routes,
+        routes_console.routes,
     ):
         app.add_routes(table)
     return app
