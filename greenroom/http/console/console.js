@@ -499,6 +499,7 @@ function showAcked() {
 function refreshEmpties() {
   $("no-tasks").hidden = state.tasks.size > 0;
   $("no-results").hidden = state.results.size > 0;
+  $("no-messages").hidden = $("messages").children.length > 0;
   const counts = {};
   for (const { task } of state.tasks.values()) counts[task.status] = (counts[task.status] || 0) + 1;
   $("task-counts").textContent = Object.entries(counts).map(([s, n]) => `${n} ${label(s)}`).join(" · ");
@@ -509,6 +510,7 @@ function refreshEmpties() {
 function addMessage(role, content) {
   const item = el("li", { "data-role": role }, el("span", { class: "role", text: role }), content);
   $("messages").append(item);
+  refreshEmpties();
   return item;
 }
 
@@ -567,6 +569,7 @@ $("send-message").addEventListener("click", async () => {
     $("prompt").value = "";
   } catch (error) {
     mine.remove();
+    refreshEmpties();
     report(error);
   } finally {
     $("send-message").disabled = false;
