@@ -98,12 +98,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         scheme, _, given = header.partition(" ")
         bearer = scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
         if not bearer and not _ticket_admits(request):
-            return error_response(
-                401,
-                "unauthorized",
-                "missing or wrong bearer token (Authorization: Bearer ...)",
-                {"WWW-Authenticate": "Bearer"},
-            )
+            message = "missing or wrong bearer token (Authorization: Bearer ...)"
+            if "ticket" in request.query:
+                message += "; the stream ticket is expired, forged, or for another session"
+            return error_response(401, "unauthorized", message, {"WWW-Authenticate": "Bearer"})
     return await handler(request)
 
 
