@@ -104,7 +104,8 @@ class PrometheusMetrics(Metrics):
         registry = self.registry = self._registry = CollectorRegistry(auto_describe=True)
         self.tasks_queued = Counter(
             "greenroom_tasks_queued",
-            "Tasks that entered the queue: new ones, and ones queued again after a restart.",
+            "Tasks that entered the queue: new ones, and running ones queued again after a "
+            "restart.",
             ["agent"],
             registry=registry,
         )
