@@ -143,6 +143,9 @@ async def test_with_a_token_the_console_asks_for_it_and_streams_with_tickets_onl
     base, _ = await console_server(
         server={"token": TOKEN}, agents={"echo": {"kind": "echo", "delay_s": 0.3}}
     )
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        for _ in range(21):  # one more than the console's page of 20
+            assert (await http.post(f"{base}/v1/sessions", json={})).status == 201
     page, errors = await open_console(browser, base)
     urls: list[str] = []
     page.on("request", lambda request: urls.append(request.url))
@@ -150,6 +153,12 @@ async def test_with_a_token_the_console_asks_for_it_and_streams_with_tickets_onl
     await page.fill("#token-input", TOKEN)
     await page.click('#token-form button[type="submit"]')
     await page.wait_for_selector("#token-set:not([hidden])")
+    # The sessions come a page at a time.
+    await page.wait_for_selector("#sessions li:nth-child(20)")
+    assert await page.locator("#sessions li").count() == 20
+    await page.click("#more-sessions")
+    await page.wait_for_selector("#sessions li:nth-child(21)")
+    await page.wait_for_selector("#more-sessions", state="hidden")
     await page.click("#new-session")
     await page.wait_for_selector('#stream-state[data-state="open"]')
     sid = await page.text_content("#session-title")
