@@ -22,6 +22,7 @@ from bench.common import ROOT
 
 ORDER = [
     ("bench.http", "poll_rps"),
+    ("bench.http", "metrics_cost"),
     ("bench.http", "notify_latency"),
     ("bench.core", "task_throughput"),
     ("bench.core", "fanout"),

@@ -1,4 +1,5 @@
-"""HTTP benchmarks against a real `greenroom serve` process: poll_rps, notify_latency.
+"""HTTP benchmarks against real `greenroom serve` processes: poll_rps, metrics_cost,
+notify_latency.
 
 Run one with ``python -m bench.http NAME [--quick]``; it prints one JSON result line.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
 import statistics
@@ -21,11 +23,11 @@ import aiohttp
 from bench.common import Result, free_port, progress, start_process, stop_process
 
 
-def _serve(tmp: str) -> tuple[subprocess.Popen[str], str]:
+def _serve(tmp: str, **env: str) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     proc = start_process(
         [sys.executable, "-m", "greenroom.cli", "serve"],
-        {"GREENROOM_DATA_DIR": tmp, "GREENROOM_SERVER__PORT": str(port)},
+        {"GREENROOM_DATA_DIR": tmp, "GREENROOM_SERVER__PORT": str(port), **env},
     )
     return proc, f"http://127.0.0.1:{port}"
 
@@ -42,6 +44,11 @@ async def _session_with_results(base: str, n: int) -> tuple[str, Any]:
 
 
 def _wrk(url: str, seconds: int) -> float:
+    return _wrk_counted(url, seconds)[0]
+
+
+def _wrk_counted(url: str, seconds: int) -> tuple[float, int]:
+    """Requests per second, and how many requests were answered."""
     out = subprocess.run(
         ["wrk", "-t2", "-c50", f"-d{seconds}s", url],
         capture_output=True,
@@ -50,9 +57,24 @@ def _wrk(url: str, seconds: int) -> float:
         check=True,
     ).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not match or "Non-2xx" in out or "Socket errors" in out:
+    count = re.search(r"(\d+) requests in", out)
+    if not match or not count or "Non-2xx" in out or "Socket errors" in out:
         raise RuntimeError(f"wrk failed: {out}")
-    return float(match.group(1))
+    return float(match.group(1)), int(count.group(1))
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_per_request_us(proc: subprocess.Popen[str], url: str, seconds: int) -> tuple[float, float]:
+    """One wrk run: requests per second, and the server's CPU microseconds per request."""
+    before = _cpu_s(proc.pid)
+    rps, count = _wrk_counted(url, seconds)
+    return rps, (_cpu_s(proc.pid) - before) / count * 1e6
 
 
 def _bare(seed: tuple[str, Any] | None = None) -> tuple[subprocess.Popen[str], str]:
@@ -103,6 +125,53 @@ def poll_rps(quick: bool) -> Result:
         "of 10), `greenroom serve` with its default config (SQLite, INFO log file); "
         "baseline: bare aiohttp handler serving the same page from a dict "
         "(bench/bare_server.py)",
+    )
+
+
+def metrics_cost(quick: bool) -> Result:
+    """poll_rps with metrics on against the same server with ``server.metrics = false``:
+    two servers side by side, wrk runs interleaved so a burst of other load hits both."""
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed (apt-get install wrk); make bench installs it")
+    seconds, reps = (3, 2) if quick else (8, 5)
+    dirs = [tempfile.mkdtemp(), tempfile.mkdtemp()]
+    runs: list[list[tuple[float, float]]] = [[], []]  # (req/s, CPU us per request)
+    servers = [_serve(dirs[0]), _serve(dirs[1], GREENROOM_SERVER__METRICS="false")]
+    try:
+        urls = []
+        for _, base in servers:
+            sid, _ = asyncio.run(_session_with_results(base, 10))
+            urls.append(f"{base}/v1/sessions/{sid}/results")
+            _wrk(urls[-1], 1)  # warm-up, discarded
+        for rep in range(reps):
+            progress(f"wrk {rep + 1}/{reps}: metrics on, then off, {seconds} s each")
+            for (proc, _), url, into in zip(servers, urls, runs, strict=True):
+                into.append(_cpu_per_request_us(proc, url, seconds))
+    finally:
+        for proc, _ in servers:
+            stop_process(proc)
+        for tmp in dirs:
+            shutil.rmtree(tmp)
+    rps = [[r for r, _ in side] for side in runs]
+    cpu = [statistics.median(us for _, us in side) for side in runs]
+    # Throughput moves by 10-30 % with other load on a shared machine; the server's own
+    # CPU time per request moves far less, and for a CPU-bound server it is what
+    # throughput is the inverse of: the ratio compares that.
+    ratio = cpu[1] / cpu[0]
+    return Result(
+        "metrics_cost",
+        round(statistics.median(rps[0])),
+        "req/s",
+        round(statistics.median(rps[1])),
+        round(ratio, 3),
+        "ratio >= 0.95 (metrics cost <= 5 %)",
+        ratio >= 0.95,
+        f"poll_rps's request (GET results, a page of 10, wrk -t2 -c50) against two "
+        f"`greenroom serve` processes, default config, one with server.metrics = false; "
+        f"{reps} interleaved {seconds} s runs each; req/s with metrics {_runs(rps[0])}, "
+        f"without {_runs(rps[1])} (value and baseline: medians); server CPU per request "
+        f"(median) {cpu[0]:.0f} us with metrics, {cpu[1]:.0f} us without; ratio: CPU "
+        "without / with",
     )
 
 
@@ -183,7 +252,7 @@ def notify_latency(quick: bool) -> Result:
     )
 
 
-BENCHMARKS = {f.__name__: f for f in (poll_rps, notify_latency)}
+BENCHMARKS = {f.__name__: f for f in (poll_rps, metrics_cost, notify_latency)}
 
 if __name__ == "__main__":
     result = BENCHMARKS[sys.argv[1]]("--quick" in sys.argv)

@@ -31,7 +31,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "agents.*.kind": ("echo", "openai", "python"),
 }
 _NON_NEGATIVE = {"agents.*.delay_s", "agents.*.max_retries", "agents.*.backoff_base_s"}
-_PORT = "server.port"
+_PORTS = {"server.port", "server.metrics_port"}  # 0 allowed: a free port, or off
 _ENV_IGNORED = {"GREENROOM_CONFIG", "GREENROOM_TOKEN"}
 
 
@@ -154,7 +154,7 @@ def _check_rules(dotted: str, value: Any) -> None:
         raise ConfigError(
             f"{dotted}: must be one of {', '.join(map(repr, choices))}, got {value!r}"
         )
-    if dotted == _PORT:
+    if dotted in _PORTS:
         if not 0 <= value <= 65535:
             raise ConfigError(f"{dotted}: must be between 0 and 65535, got {value}")
     elif isinstance(value, int | float) and not isinstance(value, bool):

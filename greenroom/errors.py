@@ -191,6 +191,9 @@ class UpstreamError(AgentError):
         status: the HTTP status, when there was one.
         retryable: whether a retry may succeed.
         retry_after_s: the server's ``Retry-After``, when it sent one.
+        cause: what went wrong, from a short fixed list (a metrics label): ``http_429``
+            (``http_`` and the status), ``connection``, ``timeout``, ``malformed``,
+            ``truncated``, or ``upstream``.
     """
 
     code = "upstream_error"
@@ -202,11 +205,13 @@ class UpstreamError(AgentError):
         status: int | None = None,
         retryable: bool = False,
         retry_after_s: float | None = None,
+        cause: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
         self.retry_after_s = retry_after_s
+        self.cause = cause or (f"http_{status}" if status is not None else "upstream")
 
 
 class RetriesExhaustedError(AgentError):

@@ -22,6 +22,7 @@ from greenroom.agents import CallableAgent, build_agent
 from greenroom.api import Session
 from greenroom.errors import AgentNotFoundError, ConfigError, NotRunningError, ShuttingDownError
 from greenroom.logs import get_logger
+from greenroom.metrics import Metrics, metrics_for
 from greenroom.models import SessionInfo, SessionRecord, SessionsPage, new_id, now
 from greenroom.settings import Settings
 from greenroom.store.lock import DataDirLock
@@ -76,8 +77,12 @@ class Orchestrator:
         self._state = State.NEW
         self._lock: DataDirLock | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}  # one live handle per periodic job
+        self.metrics: Metrics = metrics_for(self.settings, lambda: self._runtime)
+        """This orchestrator's Prometheus metrics, in a registry of its own."""
         for name, agent_settings in self.settings.agents.items():
-            self._agents[name] = build_agent(name, agent_settings)
+            self._agents[name] = build_agent(
+                name, agent_settings, on_retry=self.metrics.agent_retry
+            )
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -141,7 +146,7 @@ class Orchestrator:
         except BaseException:
             self._state = State.NEW
             raise
-        runtime = self._runtime = Runtime(self.settings, store, loop, self._agents)
+        runtime = self._runtime = Runtime(self.settings, store, loop, self._agents, self.metrics)
         if hasattr(store, "claim_and_load"):
             # Several nodes share the store: join the cluster. Unfinished tasks are
             # recovered by the node's orphan sweep, session by session, on whichever

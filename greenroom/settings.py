@@ -21,6 +21,8 @@ class ServerSettings:
     shutdown_grace_s: float = 5.0  # how long running turns get on SIGTERM
     heartbeat_s: float = 15.0  # SSE heartbeat comment interval
     sse_queue_size: int = 1000  # per-subscriber buffer before it is reset
+    metrics: bool = True  # Prometheus metrics (GET /metrics); false: none are kept
+    metrics_port: int = 0  # also serve /metrics, without the token, on 127.0.0.1:PORT; 0: off
 
 
 @dataclass(frozen=True, slots=True)

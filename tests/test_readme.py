@@ -76,3 +76,17 @@ def test_the_http_walkthrough_runs_against_a_real_server(tmp_path: Path) -> None
     for event in ("task.queued", "task.started", "task.completed", "message.completed"):
         assert f"event: {event}" in out, out
     assert '"role": "assistant"' in out or '"role":"assistant"' in out
+
+
+def test_the_metrics_table_lists_every_exported_metric_with_its_type() -> None:
+    from greenroom.metrics import PrometheusMetrics
+
+    section = README.split("### Metrics", 1)[1].split("\n## ", 1)[0]
+    listed = dict(re.findall(r"^\| `(greenroom_\w+)` \| (\w+) \|", section, re.MULTILINE))
+    metrics = PrometheusMetrics(lambda: None)
+    assert metrics.registry is not None
+    exported = {
+        family.name + ("_total" if family.type == "counter" else ""): family.type
+        for family in metrics.registry.collect()
+    }
+    assert listed == exported

@@ -23,6 +23,7 @@ from greenroom.actors.messages import TurnDelta, TurnDone
 from greenroom.actors.scheduler import Scheduler, TaskSpec
 from greenroom.errors import AgentNotFoundError
 from greenroom.logs import get_logger
+from greenroom.metrics import NO_METRICS, Metrics
 from greenroom.models import Write
 from greenroom.settings import Settings
 from greenroom.typing import Agent, AgentContext, History, Store
@@ -53,6 +54,7 @@ class Runtime:
         store: an open store.
         loop: the running loop every actor runs on.
         agents: the agents by name (the orchestrator's live mapping).
+        metrics: the orchestrator's metrics (default: none).
     """
 
     def __init__(
@@ -61,10 +63,12 @@ class Runtime:
         store: Store,
         loop: asyncio.AbstractEventLoop,
         agents: Mapping[str, Agent],
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         from greenroom.actors.directory import DirectoryActor
 
         self.settings = settings
+        self.metrics = metrics
         self.store = store
         self.loop = loop
         self.agents = agents
@@ -147,6 +151,7 @@ class Runtime:
 
     def persist(self, write: Write, done: Callable[[BaseException | None], None]) -> None:
         """Write durably; ``done(error)`` runs on the loop once the write ended."""
+        done = self.metrics.store_write(write, done)
         loop = self.loop
 
         def finished(error: BaseException | None) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from greenroom.agents.base import BaseAgent
 from greenroom.agents.callable import CallableAgent, load_target
@@ -15,9 +15,16 @@ __all__ = ["BaseAgent", "CallableAgent", "EchoAgent", "build_agent"]
 
 
 def build_agent(
-    name: str, settings: AgentSettings, *, env: Mapping[str, str] | None = None
+    name: str,
+    settings: AgentSettings,
+    *,
+    env: Mapping[str, str] | None = None,
+    on_retry: Callable[[str, str], None] | None = None,
 ) -> Agent:
     """Build the agent a ``[agents.NAME]`` table describes.
+
+    ``on_retry(agent_name, cause)`` hears of each retry of an agent that retries
+    (``openai``), for the metrics.
 
     Raises:
         ConfigError: unknown kind, missing target, or the openai key variable is unset.
@@ -31,6 +38,6 @@ def build_agent(
     if settings.kind == "openai":
         from greenroom.agents.openai import OpenAIAgent
 
-        agent: Agent = OpenAIAgent(name, settings, env=env)
+        agent: Agent = OpenAIAgent(name, settings, env=env, on_retry=on_retry)
         return agent
     raise ConfigError(f"agents.{name}.kind: must be one of 'echo', 'openai', 'python'")

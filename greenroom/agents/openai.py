@@ -15,7 +15,7 @@ import email.utils
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -36,18 +36,26 @@ class OpenAIAgent:
         name: the agent's configured name.
         settings: its ``[agents.NAME]`` table.
         env: where to read the key variable (default ``os.environ``).
+        on_retry: called as ``on_retry(name, cause)`` before each retry (the metrics);
+            ``cause`` is the failed attempt's ``UpstreamError.cause``.
 
     Raises:
         ConfigError: ``api_key_env`` names a variable that is not set.
     """
 
     def __init__(
-        self, name: str, settings: AgentSettings, *, env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        settings: AgentSettings,
+        *,
+        env: Mapping[str, str] | None = None,
+        on_retry: Callable[[str, str], None] | None = None,
     ) -> None:
         import os
 
         self.name = name
         self.settings = settings
+        self.on_retry = on_retry
         self._key: str | None = None
         if settings.api_key_env:
             source = os.environ if env is None else env
@@ -169,7 +177,10 @@ class OpenAIAgent:
             delay_s=round(delay, 3),
             reason=str(exc),
             status=exc.status,
+            cause=exc.cause,
         )
+        if self.on_retry is not None:
+            self.on_retry(self.name, exc.cause)
         await asyncio.sleep(delay)
         return attempt + 1
 
@@ -189,8 +200,9 @@ class OpenAIAgent:
                     yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            cause = "timeout" if isinstance(exc, TimeoutError) else "connection"
             raise UpstreamError(
-                f"connection to {self.url} failed: {reason}", retryable=True
+                f"connection to {self.url} failed: {reason}", retryable=True, cause=cause
             ) from exc
 
 
@@ -206,11 +218,15 @@ async def _parse_stream(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
         try:
             delta = json.loads(data)["choices"][0]["delta"]
         except (ValueError, KeyError, IndexError, TypeError):
-            raise UpstreamError(f"malformed stream data: {data[:80]!r}", retryable=True) from None
+            raise UpstreamError(
+                f"malformed stream data: {data[:80]!r}", retryable=True, cause="malformed"
+            ) from None
         content = delta.get("content") if isinstance(delta, dict) else None
         if content:
             yield str(content)
-    raise UpstreamError("the stream ended without [DONE] (truncated)", retryable=True)
+    raise UpstreamError(
+        "the stream ended without [DONE] (truncated)", retryable=True, cause="truncated"
+    )
 
 
 async def _status_error(response: aiohttp.ClientResponse, url: str) -> UpstreamError:

@@ -7,10 +7,17 @@ from typing import Any
 
 from aiohttp import web
 
-from greenroom.http import routes_results, routes_sessions, routes_tasks, sse
+from greenroom.http import (
+    routes_console,
+    routes_metrics,
+    routes_results,
+    routes_sessions,
+    routes_tasks,
+    sse,
+)
 from greenroom.http.errors import error_middleware, error_response, shutting_down
 from greenroom.http.forward import Forwarder, forward_middleware, name_the_node
-from greenroom.http.keys import FORWARD, ORCHESTRATOR, SETTINGS, SHUTDOWN, SSE_STREAMS
+from greenroom.http.keys import FORWARD, ORCHESTRATOR, SETTINGS, SHUTDOWN, SSE_STREAMS, TICKETS
 from greenroom.http.middleware import (
     auth_middleware,
     body_limit_middleware,
@@ -19,6 +26,7 @@ from greenroom.http.middleware import (
     request_id_middleware,
 )
 from greenroom.http.openapi import openapi_document
+from greenroom.http.tickets import TicketSigner
 from greenroom.logs import get_logger
 from greenroom.orchestrator import Orchestrator
 
@@ -99,6 +107,7 @@ def create_app(orchestrator: Orchestrator) -> web.Application:
     app[ORCHESTRATOR] = orchestrator
     app[SETTINGS] = settings
     app[SHUTDOWN] = asyncio.Event()
+    app[TICKETS] = TicketSigner(settings.server.token)
     streams: set[asyncio.Task[Any]] = set()
     app[SSE_STREAMS] = streams
     app.on_shutdown.append(_on_shutdown)
@@ -115,6 +124,8 @@ def create_app(orchestrator: Orchestrator) -> web.Application:
         routes_tasks.routes,
         routes_results.routes,
         sse.routes,
+        routes_metrics.routes,
+        routes_console.routes,
     ):
         app.add_routes(table)
     return app

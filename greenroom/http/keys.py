@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from greenroom.http.tickets import TicketSigner
 from greenroom.orchestrator import Orchestrator
 from greenroom.settings import Settings
 
@@ -20,6 +21,7 @@ SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
 SSE_STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("sse_streams")
 # Several nodes: owner hints and the client that forwards requests to other nodes.
 FORWARD: web.AppKey[Forwarder] = web.AppKey("forward")
+TICKETS = web.AppKey("tickets", TicketSigner)
 REQUEST_ID = web.RequestKey("request_id", str)
 # The owner's URL when this node forwarded the request (logged with request_finished).
 FORWARDED_TO = web.RequestKey("forwarded_to", str)

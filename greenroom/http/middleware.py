@@ -12,8 +12,9 @@ from aiohttp import web
 
 from greenroom.errors import ShuttingDownError
 from greenroom.http.errors import Handler, error_response, shutting_down
-from greenroom.http.keys import FORWARDED_TO, REQUEST_ID, SETTINGS
+from greenroom.http.keys import FORWARDED_TO, ORCHESTRATOR, REQUEST_ID, SETTINGS, TICKETS
 from greenroom.logs import get_logger
+from greenroom.metrics import UNMATCHED_ROUTE
 
 log = get_logger()
 _VALID_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -26,12 +27,21 @@ MAX_HEADER_BYTES = 16384
 PARSER_LIMIT_BYTES = 65536
 """What ``greenroom serve``'s HTTP parser accepts per line and header field; beyond it
 the parser answers a plain-text 400 before greenroom sees the request."""
+EVENTS_ROUTE = "/v1/sessions/{sid}/events"
+"""The one route that takes a stream ticket (``?ticket=``) in place of the token."""
 
 
 # Made-up request ids: unique in the process (a counter) and across processes (a random
 # prefix per process), without a uuid4 per request on the hot path.
 _RID_PREFIX = uuid.uuid4().hex[:24]
 _RIDS = itertools.count(1)
+
+
+def route_template(request: web.Request) -> str:
+    """The template of the route the request matched (``/v1/sessions/{sid}``): a metrics
+    label, so never the raw path."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else UNMATCHED_ROUTE
 
 
 def request_id(request: web.Request) -> str | None:
@@ -58,6 +68,10 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         status = response.status
         return response
     finally:
+        duration_s = time.perf_counter() - started
+        request.app[ORCHESTRATOR].metrics.http_request(
+            route_template(request), request.method, status, duration_s
+        )
         log.info(
             "request_finished",
             actor="http",
@@ -65,7 +79,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
             status=status,
             method=request.method,
             path=request.path,
-            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            duration_ms=round(duration_s * 1000, 3),
             forwarded_to=request.get(FORWARDED_TO),
             # Long on purpose: doctor does not call these slow.
             stream=request.path.endswith("/events") or None,
@@ -75,19 +89,29 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """With a token configured, every /v1 route needs ``Authorization: Bearer <token>``."""
+    """With a token configured, every /v1 route and /metrics need
+    ``Authorization: Bearer <token>``; a session's event stream also takes a ticket for
+    that session (``?ticket=``, see ``greenroom.http.tickets``)."""
     token = request.app[SETTINGS].server.token
-    if token and request.path.startswith("/v1"):
+    path = request.path
+    if token and (path.startswith("/v1") or path == "/metrics"):
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
-            return error_response(
-                401,
-                "unauthorized",
-                "missing or wrong bearer token (Authorization: Bearer ...)",
-                {"WWW-Authenticate": "Bearer"},
-            )
+        bearer = scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
+        if not bearer and not _ticket_admits(request):
+            message = "missing or wrong bearer token (Authorization: Bearer ...)"
+            if "ticket" in request.query:
+                message += "; the stream ticket is expired, forged, or for another session"
+            return error_response(401, "unauthorized", message, {"WWW-Authenticate": "Bearer"})
     return await handler(request)
+
+
+def _ticket_admits(request: web.Request) -> bool:
+    """A valid, unexpired ticket for the session whose event stream is requested."""
+    ticket = request.query.get("ticket")
+    if not ticket or request.method != "GET" or route_template(request) != EVENTS_ROUTE:
+        return False
+    return request.app[TICKETS].verify(ticket, request.match_info["sid"])
 
 
 @web.middleware

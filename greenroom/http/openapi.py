@@ -186,6 +186,15 @@ _SESSION_RECORD = {
         "metadata": {"type": "object"},
     },
 }
+_TICKET = {
+    "type": "object",
+    "required": ["ticket", "expires_at", "ttl_s"],
+    "properties": {
+        "ticket": {"type": "string"},
+        "expires_at": {"type": "integer", "description": "Unix seconds"},
+        "ttl_s": {"type": "integer"},
+    },
+}
 _BEARER: list[JSON] = [{"bearer": []}]
 # Not blank as Python's str.strip() sees it, which also strips \x1c-\x1f and \x85.
 _NOT_BLANK = "[^\\s\\u001c-\\u001f\\u0085]"
@@ -280,6 +289,17 @@ def _health_paths() -> JSON:
                 errors=(503,),
             )
         },
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics (text format; OpenMetrics on Accept); 404 when "
+                "server.metrics is off",
+                {
+                    "description": "the metrics",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                errors=(401, 404),
+            )
+        },
         "/v1/stats": {
             "get": _op(
                 "live sessions, live actors by kind, tasks, threads, read connections",
@@ -352,6 +372,14 @@ def _session_paths(limits: LimitsSettings) -> JSON:
             ),
         },
         "/v1/sessions/{sid}/events": {"get": _events_operation()},
+        "/v1/sessions/{sid}/events/ticket": {
+            "post": _op(
+                "a ticket that opens this session's event stream for 60 s (?ticket=), "
+                "for browsers: EventSource cannot send the Authorization header",
+                _json(_TICKET, "the ticket"),
+                params=[_SID],
+            )
+        },
     }
 
 
@@ -368,6 +396,11 @@ def _events_operation() -> JSON:
             _SID,
             _header("Last-Event-ID", seq, "replay the stored events after this seq"),
             _query("after", seq, "like Last-Event-ID, for clients that cannot set headers"),
+            _query(
+                "ticket",
+                {"type": "string"},
+                "instead of the bearer token: a ticket from POST .../events/ticket",
+            ),
         ],
         errors=(400, 401, 404, 503, 500),
     )

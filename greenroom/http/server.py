@@ -19,6 +19,7 @@ from greenroom.errors import ConfigError
 from greenroom.http.app import create_app
 from greenroom.http.keys import SHUTDOWN, SSE_STREAMS
 from greenroom.http.middleware import PARSER_LIMIT_BYTES
+from greenroom.http.routes_metrics import create_metrics_app
 from greenroom.logs import get_logger
 from greenroom.orchestrator import Orchestrator
 from greenroom.settings import Settings
@@ -26,6 +27,8 @@ from greenroom.settings import Settings
 log = get_logger()
 _SSE_CLOSE_S = 2.0  # how long open SSE streams get to send `event: shutdown`
 _CLEANUP_S = 2.0  # how long in-flight requests get once the orchestrator stopped
+METRICS_HOST = "127.0.0.1"
+"""Where ``server.metrics_port`` binds: loopback only, whatever ``server.host`` is."""
 
 
 def check_bind(host: str, token: str | None) -> None:
@@ -89,6 +92,7 @@ async def serve(
         max_field_size=PARSER_LIMIT_BYTES,
     )
     signals = _install_signal_handlers(loop, stop)
+    metrics_runner: web.AppRunner | None = None
     try:  # from here on, every exit path stops the orchestrator's (non-daemon) threads
         await runner.setup()
         site = web.TCPSite(runner, host, port)
@@ -96,16 +100,36 @@ async def serve(
         bound = _port(runner)
         log.info("server_started", actor="http", host=host, port=bound, pid=os.getpid())
         print(f"greenroom serving on http://{host}:{bound}", flush=True)
+        metrics_runner = await _serve_metrics(settings, orch)
         if ready is not None and not ready.done():
             ready.set_result(bound)
         await stop.wait()
         await _shut_down(app, site, orch)
     finally:
         await orch.stop()  # no-op after a clean _shut_down; stops the actors otherwise
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await runner.cleanup()
         for signum in signals:
             loop.remove_signal_handler(signum)
     log.info("server_stopped", actor="http")
+
+
+async def _serve_metrics(settings: Settings, orch: Orchestrator) -> web.AppRunner | None:
+    """``server.metrics_port``: /metrics alone, without the token, on 127.0.0.1 only."""
+    port = settings.server.metrics_port
+    if not (settings.server.metrics and port):
+        return None
+    runner = web.AppRunner(create_metrics_app(orch), handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, METRICS_HOST, port).start()
+    except BaseException:  # the port is taken, say: fail start-up, leave nothing open
+        await runner.cleanup()
+        raise
+    log.info("metrics_server_started", actor="http", host=METRICS_HOST, port=_port(runner))
+    print(f"greenroom metrics on http://{METRICS_HOST}:{_port(runner)}/metrics", flush=True)
+    return runner
 
 
 async def _shut_down(app: web.Application, site: web.TCPSite, orch: Orchestrator) -> None:

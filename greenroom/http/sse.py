@@ -18,7 +18,7 @@ from aiohttp import web
 
 from greenroom.api import Subscription
 from greenroom.http.errors import BadRequestError
-from greenroom.http.keys import SETTINGS, SHUTDOWN, SSE_STREAMS
+from greenroom.http.keys import ORCHESTRATOR, SETTINGS, SHUTDOWN, SSE_STREAMS, TICKETS
 from greenroom.http.middleware import request_id
 from greenroom.http.routes_sessions import session_of
 from greenroom.logs import get_logger
@@ -59,6 +59,9 @@ def _resume_point(request: web.Request) -> int | None:
 async def events(request: web.Request) -> web.StreamResponse:
     """Stream the session's events until the client leaves, a reset, or shutdown.
 
+    With a token configured, ``?ticket=`` (from ``POST .../events/ticket``) stands in for
+    the ``Authorization`` header (checked by the auth middleware).
+
     Raises:
         BadRequestError: ``Last-Event-ID`` / ``after`` is not a sequence number.
         SessionNotFoundError: no such session.
@@ -72,6 +75,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     streams = request.app[SSE_STREAMS]
     if me is not None:
         streams.add(me)
+    metrics = request.app[ORCHESTRATOR].metrics
+    metrics.sse_opened()
     try:
         response = web.StreamResponse(
             headers={
@@ -87,9 +92,27 @@ async def events(request: web.Request) -> web.StreamResponse:
             await response.write_eof()
         return response
     finally:
+        metrics.sse_closed()
         feed.close()
         if me is not None:
             streams.discard(me)
+
+
+@routes.post("/v1/sessions/{sid}/events/ticket")
+async def events_ticket(request: web.Request) -> web.Response:
+    """``POST .../events/ticket`` → ``{"ticket", "expires_at", "ttl_s"}``: what a browser's
+    ``EventSource`` passes as ``?ticket=`` instead of the bearer token it cannot send.
+
+    Raises:
+        SessionNotFoundError: no such session (404).
+    """
+    session = session_of(request)
+    await session.info(request_id=request_id(request))  # a ticket only for a real session
+    signer = request.app[TICKETS]
+    ticket = signer.issue(session.id)
+    return web.json_response(
+        {"ticket": ticket.value, "expires_at": ticket.expires_at, "ttl_s": signer.ttl_s}
+    )
 
 
 async def _pump(
