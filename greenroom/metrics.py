@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 # Imported with the module, not on first use: the first import of prometheus_client
 # reads /proc for its global process collector, which must not happen on the event loop.
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
 from greenroom.logs import get_logger
@@ -266,6 +266,34 @@ class _Live:
                 sessions.add_metric([state], value)
         yield tasks
         yield sessions
+        yield from self._cluster(values is not None)
+
+    def _cluster(self, with_values: bool) -> Iterator[Metric]:
+        """Several nodes: this node's lease and its traffic with the others (no samples
+        on a single node)."""
+        lease = GaugeMetricFamily(
+            "greenroom_node_lease_ok", "1 while this node holds a valid lease, else 0."
+        )
+        forwarded = CounterMetricFamily(
+            "greenroom_forwarded_requests",
+            "Requests this node forwarded to the node that owns their session.",
+        )
+        lost = CounterMetricFamily(
+            "greenroom_leases_lost",
+            "Times this node's lease lapsed and it let go of every session.",
+        )
+        orphans = CounterMetricFamily(
+            "greenroom_orphan_sessions_activated",
+            "Sessions of a dead node (with queued or running tasks) this node took over.",
+        )
+        runtime = self.metrics._runtime() if with_values else None
+        node = runtime.node if runtime is not None else None
+        if node is not None:
+            lease.add_metric([], 1 if node.lease_ok else 0)
+            forwarded.add_metric([], node.forwarded)
+            lost.add_metric([], node.leases_lost)
+            orphans.add_metric([], node.activated_orphans)
+        yield from (lease, forwarded, lost, orphans)
 
 
 def metrics_for(settings: Settings, runtime: Callable[[], Runtime | None]) -> Metrics:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -63,6 +64,10 @@ def test_a_session_lives_on_one_node_and_any_node_answers_for_it(cluster: Cluste
     log = (Path(a.env["GREENROOM_DATA_DIR"]) / "greenroom.log").read_text().splitlines()
     forwards = [json.loads(x) for x in log if '"forwarded_to"' in x]
     assert forwards and {f["forwarded_to"] for f in forwards} == {b.url}
+    scraped = requests.get(f"{a.url}/metrics", timeout=5).text  # each node its own figures
+    assert "greenroom_node_lease_ok 1.0" in scraped
+    forwarded = re.search(r"^greenroom_forwarded_requests_total (\S+)$", scraped, re.MULTILINE)
+    assert forwarded and float(forwarded.group(1)) >= 4
     stats = requests.get(f"{a.url}/v1/stats", timeout=5).json()["cluster"]
     assert stats["node_id"] == "a" and stats["forwarded"] >= 4 and stats["owned"] == 0
     status = subprocess.run(
