@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -16,10 +15,14 @@ from typing import Any
 import pytest
 import requests
 
+from tests.cluster.nodes import StoreChoice, node_env
 from tests.pg import fresh_database
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTS = """
+[logging]
+format = "json"
+
 [agents.slow]
 kind = "echo"
 delay_s = 1.0
@@ -103,17 +106,8 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]
         for i in range(count):
             node_id = "abcdefgh"[i]
             port = free_port()
-            env = {
-                **os.environ,
-                "GREENROOM_CONFIG": str(config),
-                "GREENROOM_DATA_DIR": str(tmp_path / node_id),
-                "GREENROOM_STORE__KIND": "postgres",
-                "GREENROOM_STORE__DSN": dsn,
-                "GREENROOM_SERVER__PORT": str(port),
-                "GREENROOM_CLUSTER__NODE_ID": node_id,
-                "GREENROOM_CLUSTER__LEASE_S": "2",
-                "GREENROOM_LOGGING__FORMAT": "json",
-            }
+            store = StoreChoice("postgres", dsn, lease_s=2.0)
+            env = node_env(node_id, port, tmp_path / node_id, config, store)
             node = Node(node_id, port, env, log=(tmp_path / f"{node_id}.stderr").open("ab"))
             nodes.append(node)
         try:
