@@ -97,17 +97,19 @@ class Cluster:
 
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    """Two nodes, `a` and `b`, with a 2 s lease (indirect param: the node count)."""
-    count = getattr(request, "param", 2)
+    """Two nodes, `a` and `b`, with a 2 s lease (indirect param: a token for both)."""
+    token = getattr(request, "param", None)
     config = tmp_path / "greenroom.toml"
     config.write_text(AGENTS)
     with fresh_database() as dsn:
         nodes = []
-        for i in range(count):
+        for i in range(2):
             node_id = "abcdefgh"[i]
             port = free_port()
             store = StoreChoice("postgres", dsn, lease_s=2.0)
             env = node_env(node_id, port, tmp_path / node_id, config, store)
+            if token:
+                env["GREENROOM_TOKEN"] = token
             node = Node(node_id, port, env, log=(tmp_path / f"{node_id}.stderr").open("ab"))
             nodes.append(node)
         try:

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.nodes.conftest import ROOT, Cluster
@@ -178,3 +179,18 @@ def test_a_paused_node_loses_its_lease_and_its_late_writes_are_refused(cluster: 
     )
     assert again.json()["status"] == "interrupted"  # type: ignore[attr-defined]
     assert again.headers[NODE] == "b"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("cluster", ["n0des-t0ken"], indirect=True)
+def test_a_stream_ticket_from_one_node_opens_the_stream_on_the_owner(cluster: Cluster) -> None:
+    a, b = cluster.nodes
+    auth = {"Authorization": "Bearer n0des-t0ken"}
+    sid = requests.post(f"{a.url}/v1/sessions", json={}, headers=auth, timeout=5).json()["id"]
+    assert requests.get(f"{b.url}/v1/sessions/{sid}", headers=auth, timeout=5).ok  # b owns it
+    ticket = requests.post(f"{a.url}/v1/sessions/{sid}/events/ticket", headers=auth, timeout=5)
+    assert ticket.ok and ticket.headers[NODE] == "b", ticket.text
+    url = f"{a.url}/v1/sessions/{sid}/events?after=0&ticket={ticket.json()['ticket']}"
+    with requests.get(url, stream=True, timeout=10) as stream:  # no token: the ticket only
+        assert stream.status_code == 200 and stream.headers[NODE] == "b"
+    forged = requests.get(f"{a.url}/v1/sessions/{sid}/events?ticket=x.y", timeout=5)
+    assert forged.status_code == 401
