@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from greenroom.actors import messages as m
@@ -80,6 +81,9 @@ class Node:
         self.leases_lost = 0
         self.activated_orphans = 0
         self._timers: list[asyncio.TimerHandle] = []
+        # Renewals run on a thread of their own (and the store gives them a connection of
+        # their own): they never queue behind the reads of a busy node.
+        self._lease_thread = ThreadPoolExecutor(1, thread_name_prefix="greenroom-lease")
         self._renewing = False
         self._stopped = False
         self.log = log.bind(actor="node", node_id=node_id)
@@ -106,6 +110,7 @@ class Node:
         self._stopped = True
         for timer in self._timers:
             timer.cancel()
+        self._lease_thread.shutdown(wait=False)
 
     def leave(self) -> None:
         """Give up every session and end this node's lease now (blocking)."""
@@ -161,7 +166,14 @@ class Node:
                 self.lapsed("the database had already expired this node's lease")
             self.valid_until = sent + self.lease_s
 
-        self.runtime.read(renew, done)
+        def finished(future: asyncio.Future[bool]) -> None:
+            if future.cancelled():  # the loop is closing
+                return
+            error = future.exception()
+            done(error if error is not None else future.result())
+
+        loop = self.runtime.loop
+        loop.run_in_executor(self._lease_thread, renew).add_done_callback(finished)
 
     def lapsed(self, why: str) -> None:
         """The lease lapsed: stop serving every session now (on the loop). Another node

@@ -19,6 +19,7 @@ was paused or cut off can never write again after another node took over.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -115,6 +116,8 @@ class PostgresStore(GroupCommitWriter):
         self.where = _redact(dsn)
         self.connect_timeout_s = connect_timeout_s
         self.batches = 0
+        self._lease_conn: psycopg.Connection[Any] | None = None
+        self._lease_lock = threading.Lock()
         self._pool = ConnectionPool(
             dsn,
             min_size=1,
@@ -137,20 +140,32 @@ class PostgresStore(GroupCommitWriter):
         Raises:
             StoreError: the database cannot be reached, or its schema is newer than this code.
         """
-        with self._errors("open"), self._connect() as conn:
+        with self._errors("open"), self._connect("greenroom-migrate") as conn:
             self._migrate(conn)
         with self._errors("open"):
             self._pool.open(wait=True, timeout=self.connect_timeout_s)
         self._start_writer("greenroom-pg-writer")
 
-    def _connect(self) -> psycopg.Connection[Any]:
-        """A connection of the writer's (its name shows in ``pg_stat_activity``)."""
+    def _connect(self, name: str = "greenroom-writer") -> psycopg.Connection[Any]:
+        """A connection of our own; ``name`` shows in ``pg_stat_activity``."""
         return psycopg.connect(
             self.dsn,
             autocommit=True,
             connect_timeout=int(max(1, self.connect_timeout_s)),
-            application_name="greenroom-writer",
+            application_name=name,
         )
+
+    @contextmanager
+    def _membership(self, operation: str) -> Iterator[psycopg.Connection[Any]]:
+        """The lease's own connection: a renewal never waits behind reads for a pooled
+        one (a node that cannot renew in time stops serving)."""
+        if self._closed:
+            raise StoreError(f"{operation}: the store {self.where} is closed")
+        with self._errors(operation), self._lease_lock:
+            conn = self._lease_conn
+            if conn is None or conn.closed or conn.broken:
+                conn = self._lease_conn = self._connect("greenroom-lease")
+            yield conn
 
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
         with conn.transaction():
@@ -175,6 +190,9 @@ class PostgresStore(GroupCommitWriter):
         self._closed = True
         self._stop_writer()
         self._pool.close()
+        with self._lease_lock:
+            if self._lease_conn is not None:
+                self._lease_conn.close()
 
     @contextmanager
     def _errors(self, operation: str) -> Iterator[None]:
@@ -380,7 +398,7 @@ class PostgresStore(GroupCommitWriter):
 
     def join(self, node_id: str, url: str, lease_s: float) -> None:
         """Insert or refresh this node's row, valid for ``lease_s`` by the database clock."""
-        with self._reader("join") as conn:
+        with self._membership("join") as conn:
             conn.execute(
                 "INSERT INTO nodes (id, url, started_at, expires_at) "
                 "VALUES (%s, %s, now(), now() + make_interval(secs => %s)) "
@@ -391,7 +409,7 @@ class PostgresStore(GroupCommitWriter):
 
     def renew(self, node_id: str, lease_s: float) -> bool:
         """Extend this node's lease; False when it had already expired (nothing renewed)."""
-        with self._reader("renew") as conn:
+        with self._membership("renew") as conn:
             cur = conn.execute(
                 "UPDATE nodes SET expires_at = now() + make_interval(secs => %s) "
                 "WHERE id = %s AND expires_at > now()",
@@ -401,7 +419,7 @@ class PostgresStore(GroupCommitWriter):
 
     def leave(self, node_id: str) -> None:
         """End this node's lease now and give up its sessions (a clean shutdown)."""
-        with self._reader("leave") as conn, conn.transaction():
+        with self._membership("leave") as conn, conn.transaction():
             conn.execute("UPDATE sessions SET owner = NULL WHERE owner = %s", (node_id,))
             conn.execute("UPDATE nodes SET expires_at = now() WHERE id = %s", (node_id,))
 
