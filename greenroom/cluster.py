@@ -86,6 +86,7 @@ class Node:
         self._lease_thread = ThreadPoolExecutor(1, thread_name_prefix="greenroom-lease")
         self._renewing = False
         self._stopped = False
+        self._sweeping = True
         self.log = log.bind(actor="node", node_id=node_id)
 
     @property
@@ -104,6 +105,11 @@ class Node:
         self.log.info("node_joined", url=self.url, lease_s=self.lease_s)
         self._every(self.lease_s / 3, self._heartbeat)
         self._every(max(self.lease_s / 2, 0.2), self._sweep, first_s=0.0)
+
+    def stop_sweeping(self) -> None:
+        """Shutdown began: take no more sessions over (the heartbeat goes on, so that the
+        sessions still draining here keep their lease until they are passivated)."""
+        self._sweeping = False
 
     def stop(self) -> None:
         """Stop the heartbeat and the sweep (the caller leaves the cluster afterwards)."""
@@ -185,7 +191,7 @@ class Node:
         directory.passivate_all_now()
 
     def _sweep(self) -> None:
-        if not self.lease_ok or not self.runtime.taking_work:
+        if not self._sweeping or not self.lease_ok or not self.runtime.taking_work:
             return
 
         def found(outcome: Any) -> None:

@@ -260,7 +260,7 @@ class Orchestrator:
         for timer in self._timers.values():
             timer.cancel()
         if runtime.node is not None:
-            runtime.node.stop()
+            runtime.node.stop_sweeping()
         grace_s = self.settings.server.shutdown_grace_s
         turns = set(runtime.active_turns)
         if turns:
@@ -286,6 +286,7 @@ class Orchestrator:
             await agent.aclose()
         loop = asyncio.get_running_loop()
         if runtime.node is not None:
+            runtime.node.stop()
             try:  # the other nodes may take this node's sessions at once
                 await loop.run_in_executor(None, runtime.node.leave)
             except Exception as exc:  # they will after the lease runs out
