@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 import requests
 
@@ -194,3 +195,19 @@ def test_a_stream_ticket_from_one_node_opens_the_stream_on_the_owner(cluster: Cl
         assert stream.status_code == 200 and stream.headers[NODE] == "b"
     forged = requests.get(f"{a.url}/v1/sessions/{sid}/events?ticket=x.y", timeout=5)
     assert forged.status_code == 401
+
+
+def test_a_node_that_stops_cleanly_hands_its_sessions_back(cluster: Cluster) -> None:
+    a, b = cluster.nodes
+    sid = requests.post(f"{a.url}/v1/sessions", json={}, timeout=5).json()["id"]
+    assert requests.get(f"{a.url}/v1/sessions/{sid}", timeout=5).headers[NODE] == "a"
+    assert a.stop() == 0  # SIGTERM: sessions passivated, lease ended, exit 0
+    with psycopg.connect(cluster.dsn) as conn:
+        row = conn.execute(
+            "SELECT s.owner, n.expires_at <= now() FROM sessions s, nodes n "
+            "WHERE s.id = %s AND n.id = 'a'",
+            (sid,),
+        ).fetchone()
+    assert row == (None, True)  # nobody owns it; a's lease is over
+    served = requests.get(f"{b.url}/v1/sessions/{sid}", timeout=5)
+    assert served.ok and served.headers[NODE] == "b"  # claimed at once, no lease to wait out
