@@ -87,6 +87,7 @@ class Node:
         self._renewing = False
         self._stopped = False
         self._sweeping = True
+        self._first_sweep = True
         self.log = log.bind(actor="node", node_id=node_id)
 
     @property
@@ -143,8 +144,12 @@ class Node:
         def tick() -> None:
             if self._stopped:
                 return
-            fn()
-            self._timers[index] = loop.call_later(period_s, tick)
+            try:
+                fn()
+            except Exception as exc:  # a bug must not stop the heartbeat for good
+                self.log.error("node_timer_failed", error=str(exc), exc_info=exc)
+            finally:
+                self._timers[index] = loop.call_later(period_s, tick)
 
         index = len(self._timers)
         self._timers.append(loop.call_later(period_s if first_s is None else first_s, tick))
@@ -205,4 +210,9 @@ class Node:
                     self.log.info("orphan_activating", session_id=sid)
                     directory.route(sid, m.Activate())
 
-        self.runtime.read(lambda: self.store.orphaned_sessions(self.node_id, _SWEEP_LIMIT), found)
+        # This node's own sessions are orphans only after a restart (no actor of this
+        # process holds them yet): the first sweep takes them; later ones look only at
+        # the other nodes' sessions, so busy sessions here never crowd those out.
+        own, self._first_sweep = self._first_sweep, False
+        store, node_id = self.store, self.node_id
+        self.runtime.read(lambda: store.orphaned_sessions(node_id, _SWEEP_LIMIT, own=own), found)

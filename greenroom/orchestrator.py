@@ -405,6 +405,7 @@ class Orchestrator:
             "tasks": runtime.scheduler.counts(),
             "threads": threading.active_count(),
             "store_read_connections": readers() if readers is not None else 0,
+            "completions_unrecorded": len(runtime.unrecorded),
             **({"cluster": runtime.node.stats()} if runtime.node is not None else {}),
         }
 

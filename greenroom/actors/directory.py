@@ -47,6 +47,7 @@ log = get_logger()
 
 @dataclass(slots=True)
 class _Entry:
+    sid: str
     ref: Any
     generation: int
     last_used: float
@@ -155,7 +156,7 @@ class DirectoryActor(LoopActor):
     def _activate(self, sid: str, create: Any) -> _Entry:
         self.generations += 1
         ref = SessionActor.start(self.runtime, sid, self.generations, create)
-        entry = _Entry(ref, self.generations, time.monotonic())
+        entry = _Entry(sid, ref, self.generations, time.monotonic())
         self.live[sid] = entry
         return entry
 
@@ -230,7 +231,15 @@ class DirectoryActor(LoopActor):
         if not entry.passivating:
             self.in_flight += 1
         entry.passivating = True
-        entry.ref.tell(m.Passivate(entry.generation, force))
+        try:
+            entry.ref.tell(m.Passivate(entry.generation, force))
+        except pykka.ActorDeadError:
+            # Stopped without the handshake: as good as passivated.
+            self.log.warning(
+                "session_actor_died", session_id=entry.sid, generation=entry.generation
+            )
+            if self.live.get(entry.sid) is entry:
+                self._forget(entry.sid, entry)
 
     def _sweep(self) -> None:
         idle_before = time.monotonic() - self.runtime.settings.limits.session_idle_s

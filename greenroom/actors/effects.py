@@ -117,6 +117,14 @@ class Later:
 
 
 @dataclass(frozen=True, slots=True)
+class Recorded:
+    """This task's one completion is stored (or had been already): nobody needs to hold
+    it as reported-but-unrecorded any more (``Runtime.unrecorded``)."""
+
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Log:
     """Write one structured log line (``level`` is a structlog method name)."""
 
@@ -138,5 +146,6 @@ Effect = (
     | Publish
     | CloseStreams
     | Later
+    | Recorded
     | Log
 )

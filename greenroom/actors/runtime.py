@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from greenroom.actors.messages import TurnDelta, TurnDone
+from greenroom.actors.messages import TaskCompleted, TurnDelta, TurnDone
 from greenroom.actors.scheduler import Scheduler, TaskSpec
 from greenroom.errors import AgentNotFoundError
 from greenroom.logs import get_logger
@@ -75,6 +75,12 @@ class Runtime:
         self.state = State.STARTING
         self.active_turns: set[asyncio.Task[None]] = set()
         self.node: Node | None = None  # set when several nodes share a PostgreSQL store
+        # Completions reported by this process's task actors (or cancellations of queued
+        # tasks) that their session has not stored yet. A session re-activated meanwhile
+        # (after a write of unknown outcome, a lapsed lease) sees the task still running
+        # in the store: it takes the completion from here, rather than recovering a task
+        # that has in fact ended.
+        self.unrecorded: dict[str, TaskCompleted] = {}
         self._actors: dict[LoopActor, str] = {}  # every live actor -> its kind
         self._all_stopped = asyncio.Event()
         self._all_stopped.set()
@@ -142,6 +148,12 @@ class Runtime:
             self.directory.route(session_id, message)
         else:
             self.loop.call_soon_threadsafe(self.directory.route, session_id, message)
+
+    def report(self, completion: TaskCompleted) -> None:
+        """Send a task's completion to its session, holding it until the session has
+        stored it (see ``unrecorded``)."""
+        self.unrecorded[completion.task.id] = completion
+        self.route(completion.task.session_id, completion)
 
     def call_later(self, delay_s: float, session_id: str, message: Any) -> None:
         """Route ``message`` to a session after ``delay_s`` (on the loop)."""
@@ -251,14 +263,13 @@ class Runtime:
 
     def _task_not_started(self, spec: TaskSpec, exc: BaseException) -> None:
         """A task actor could not even start: still exactly one completion."""
-        from greenroom.actors.messages import TaskCompleted
         from greenroom.models import ErrorInfo, TaskStatus, now
 
         failed = spec.task.evolve(
             status=TaskStatus.FAILED, finished_at=now(), error=ErrorInfo.from_exception(exc)
         )
         log.error("task_start_failed", actor="runtime", task_id=failed.id, error=str(exc))
-        self.route(failed.session_id, TaskCompleted(failed, failed.request_id))
+        self.report(TaskCompleted(failed, failed.request_id))
 
     def _start_task(self, spec: TaskSpec) -> Any:
         from greenroom.actors.task import TaskActor

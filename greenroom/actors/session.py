@@ -100,10 +100,17 @@ class SessionActor(LoopActor):
             return
         self.fence, snapshot = outcome
         self._loaded(snapshot)
-        scheduler = self.runtime.scheduler
+        runtime = self.runtime
         for task in snapshot.tasks:
-            if not task.status.terminal and not scheduler.holds(task.id):
-                # Orphaned by a node that died (or by this one losing its lease).
+            if task.status.terminal or runtime.scheduler.holds(task.id):
+                continue
+            ended = runtime.unrecorded.get(task.id)
+            if ended is not None:
+                # It ended here, but the last incarnation could not store that (a write
+                # of unknown outcome, a lapsed lease): record it now, not "interrupted".
+                self.actor_ref.tell(ended)
+            else:
+                # Orphaned by a node that died (or by this one before a restart).
                 self.actor_ref.tell(m.Recover(task.id))
 
     def _created(self, error: BaseException | None) -> None:
@@ -183,6 +190,7 @@ class SessionActor(LoopActor):
             # Another node owns the session now and has recovered its tasks: a late
             # completion from here is not applied (the lease fences it anyway).
             self.log.warning("message_for_session_owned_elsewhere", msg=type(message).__name__)
+            self._forget_completion(message)
         elif isinstance(error, StoreError):
             # A completion or a turn's end must not be lost to a store fault at
             # activation: send it again later, to whichever incarnation is live then.
@@ -190,6 +198,11 @@ class SessionActor(LoopActor):
             self.runtime.call_later(STORE_RETRY_S, self.session_id, message)
         else:
             self.log.warning("message_for_missing_session", msg=type(message).__name__)
+            self._forget_completion(message)
+
+    def _forget_completion(self, message: Any) -> None:
+        if isinstance(message, m.TaskCompleted):
+            self.runtime.unrecorded.pop(message.task.id, None)
 
     def _step(self, decide: Any, message: Any) -> None:
         core = self.core
@@ -291,7 +304,7 @@ class SessionActor(LoopActor):
                 finished_at=now(),
                 error=ErrorInfo("Cancelled", "cancelled before it started"),
             )
-            self.actor_ref.tell(m.TaskCompleted(cancelled, effect.request_id))
+            self.runtime.report(m.TaskCompleted(cancelled, effect.request_id))
             return
         ref = scheduler.actor_for(effect.task_id)
         if ref is not None:
@@ -318,6 +331,9 @@ class SessionActor(LoopActor):
     def _later(self, effect: fx.Later) -> None:
         self.runtime.call_later(effect.delay_s, self.session_id, effect.message)
 
+    def _recorded(self, effect: fx.Recorded) -> None:
+        self.runtime.unrecorded.pop(effect.task_id, None)
+
     def _log(self, effect: fx.Log) -> None:
         fields = effect.fields
         if "request_id" not in fields:
@@ -337,9 +353,12 @@ class SessionActor(LoopActor):
         if core is not None:
             self._run(core.passivate(ShuttingDownError("the session is shutting down")))
             self.log.info("session_passivated", forced=message.force)
-        if self.fence is not None:
-            # Give the lease up so that whichever node the next request reaches claims
-            # it at once (refused, harmlessly, if another node has claimed it since).
+        if self.fence is not None and not message.force:
+            # Idle: give the lease up so that whichever node the next request reaches
+            # claims it at once (refused, harmlessly, if another node has claimed it
+            # since). Never when forced (a lapsed lease, shutdown): this node's tasks of
+            # the session may still run, and the database's expiry decides who may take
+            # it over (shutdown leaves the cluster once every task here has ended).
             self.runtime.persist(Write(self.session_id, fence=self.fence, release=True), _ignore)
         self.core = None
         self.retired = True
@@ -377,5 +396,6 @@ _EFFECTS: dict[type, Any] = {
     fx.Publish: SessionActor._publish,
     fx.CloseStreams: SessionActor._close_streams,
     fx.Later: SessionActor._later,
+    fx.Recorded: SessionActor._recorded,
     fx.Log: SessionActor._log,
 }

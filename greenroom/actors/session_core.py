@@ -374,10 +374,13 @@ class SessionCore:
         done = msg.task
         task = self.tasks.get(done.id)
         if task is None:
-            return [fx.Log("warning", "completion_for_unknown_task", {"task_id": done.id})]
+            return [
+                fx.Log("warning", "completion_for_unknown_task", {"task_id": done.id}),
+                fx.Recorded(done.id),
+            ]
         if task.status.terminal:
             fields = {"task_id": done.id, "status": done.status.value}
-            return [fx.Log("info", "duplicate_completion_ignored", fields)]
+            return [fx.Log("info", "duplicate_completion_ignored", fields), fx.Recorded(done.id)]
         seq = self.last_seq + 1
         final = task.evolve(
             status=done.status,
@@ -408,6 +411,7 @@ class SessionCore:
             recorded["request_id"] = msg.request_id
             return [
                 fx.Log("info", "completion_recorded", recorded),
+                fx.Recorded(task.id),
                 *self._publish(event),
                 *self._wake(task.id),
             ]

@@ -179,7 +179,7 @@ class TaskActor(LoopActor):
         # `reported` is set only once the completion is on its way, so a failure here
         # leaves on_failure able to send it.
         task = self.task
-        self.runtime.route(task.session_id, TaskCompleted(task.evolve(), task.request_id))
+        self.runtime.report(TaskCompleted(task.evolve(), task.request_id))
         self.reported = True
         self.runtime.scheduler.finished(task.id)
 

@@ -57,6 +57,9 @@ class Forwarder:
     def client(self) -> aiohttp.ClientSession:
         if self._client is None or self._client.closed:
             self._client = aiohttp.ClientSession(
+                # No bound on connections to the other nodes: each forwarded stream or
+                # long-poll holds one, and a request must never wait for a free one.
+                connector=aiohttp.TCPConnector(limit=0),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=3.0),
                 auto_decompress=False,
             )
@@ -110,7 +113,9 @@ async def _proxy(
     headers[FORWARDED] = node.node_id
     node.forwarded += 1
     request[FORWARDED_TO] = url
-    quiet = aiohttp.ClientTimeout(total=None, sock_connect=3.0, sock_read=_quiet_s(request, node))
+    quiet = aiohttp.ClientTimeout(
+        total=None, connect=5.0, sock_connect=3.0, sock_read=_quiet_s(request, node)
+    )
     try:
         upstream = await forwarder.client().request(
             request.method,
@@ -129,12 +134,12 @@ async def _proxy(
             to=url,
             error=str(exc) or type(exc).__name__,
         )
-        return error_response(
-            503,
-            "owner_unreachable",
-            f"the node that owns session {sid} ({url}) did not answer; retry shortly",
-            {"Retry-After": "1"},
-        )
+        message = f"the node that owns session {sid} ({url}) did not answer; retry shortly"
+        if request.method != "GET" and not isinstance(exc, aiohttp.ClientConnectorError):
+            # Sent, then no answer: the owner may have carried it out.
+            message += " (the request may have been carried out: retry it with the same "
+            message += "Idempotency-Key)"
+        return error_response(503, "owner_unreachable", message, {"Retry-After": "1"})
     async with upstream:
         if upstream.status == 503:
             forwarder.hints.pop(sid, None)  # ownership may be moving: ask again next time

@@ -423,18 +423,21 @@ class PostgresStore(GroupCommitWriter):
             conn.execute("UPDATE sessions SET owner = NULL WHERE owner = %s", (node_id,))
             conn.execute("UPDATE nodes SET expires_at = now() WHERE id = %s", (node_id,))
 
-    def orphaned_sessions(self, node_id: str, limit: int) -> list[str]:
-        """Sessions with queued or running tasks whose owner is gone (or this node).
+    def orphaned_sessions(self, node_id: str, limit: int, *, own: bool = False) -> list[str]:
+        """Sessions with queued or running tasks whose owner is gone, or nobody (and,
+        with ``own``, those owned by ``node_id``: after its restart they are orphans too).
 
         Their tasks need a new home: the caller activates each, which claims it and
         recovers its tasks.
         """
+        mine = "OR s.owner = %(node)s " if own else ""
         with self._reader("orphaned_sessions") as conn:
             rows = conn.execute(
                 "SELECT DISTINCT t.session_id FROM tasks t JOIN sessions s ON s.id = t.session_id "
                 "WHERE t.status IN ('queued', 'running') AND (s.owner IS NULL "
-                f"OR s.owner = %s OR NOT EXISTS ({_LIVE_NODE.format(col='s.owner')})) LIMIT %s",
-                (node_id, limit),
+                f"{mine}OR (s.owner <> %(node)s AND NOT EXISTS "
+                f"({_LIVE_NODE.format(col='s.owner')}))) LIMIT %(limit)s",
+                {"node": node_id, "limit": limit},
             ).fetchall()
         return [r[0] for r in rows]
 

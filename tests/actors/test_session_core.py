@@ -215,7 +215,7 @@ def test_a_second_completion_for_a_task_is_ignored() -> None:
     task, _ = start_task(c)
     complete(c, task)
     again = replace(task, status=TaskStatus.FAILED, finished_at=T0 + 9)
-    assert kinds(c.handle(m.TaskCompleted(again), T0 + 9)) == ["Log"]
+    assert kinds(c.handle(m.TaskCompleted(again), T0 + 9)) == ["Log", "Recorded"]
     assert [r.status for r in c._results_after(0, 10)] == [TaskStatus.COMPLETED]
 
 

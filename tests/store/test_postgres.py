@@ -126,8 +126,13 @@ def test_orphaned_sessions_are_those_with_unfinished_tasks_and_no_live_owner(
     with psycopg.connect(store.dsn, autocommit=True) as conn:
         conn.execute("UPDATE nodes SET expires_at = now() WHERE id = 'dead'")
     assert sorted(store.orphaned_sessions("other", 10)) == ["ses_dead", "ses_free"]
-    # A node's own sessions count too (after a restart its actors are gone).
-    assert sorted(store.orphaned_sessions("live", 10)) == ["ses_dead", "ses_free", "ses_live"]
+    assert sorted(store.orphaned_sessions("live", 10)) == ["ses_dead", "ses_free"]
+    # After a restart a node's own sessions are orphans too (no actor holds them).
+    assert sorted(store.orphaned_sessions("live", 10, own=True)) == [
+        "ses_dead",
+        "ses_free",
+        "ses_live",
+    ]
     assert len(store.orphaned_sessions("other", 1)) == 1
 
 
