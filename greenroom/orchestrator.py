@@ -406,6 +406,7 @@ class Orchestrator:
             "threads": threading.active_count(),
             "store_read_connections": readers() if readers is not None else 0,
             "completions_unrecorded": len(runtime.unrecorded),
+            "turns_unrecorded": len(runtime.turns_unrecorded),
             **({"cluster": runtime.node.stats()} if runtime.node is not None else {}),
         }
 

@@ -118,8 +118,9 @@ class Later:
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
-    """This task's one completion is stored (or had been already): nobody needs to hold
-    it as reported-but-unrecorded any more (``Runtime.unrecorded``)."""
+    """This task's one completion (or this turn's end) is stored, or had been already:
+    nobody needs to hold it as reported-but-unrecorded any more (``Runtime.unrecorded``,
+    ``Runtime.turns_unrecorded``)."""
 
     task_id: str
 

@@ -81,6 +81,9 @@ class Runtime:
         # in the store: it takes the completion from here, rather than recovering a task
         # that has in fact ended.
         self.unrecorded: dict[str, TaskCompleted] = {}
+        # Foreground turns running here, or ended but not stored yet: a session
+        # re-activated meanwhile carries on with the turn instead of forgetting it.
+        self.turns_unrecorded: set[str] = set()
         self._actors: dict[LoopActor, str] = {}  # every live actor -> its kind
         self._all_stopped = asyncio.Event()
         self._all_stopped.set()
@@ -236,6 +239,8 @@ class Runtime:
 
     def run_turn(self, agent_name: str, history: History, ctx: AgentContext) -> None:
         """Stream a foreground turn on the loop, reporting chunks to the session actor."""
+        if ctx.turn_id:
+            self.turns_unrecorded.add(ctx.turn_id)
         task = self.loop.create_task(self._turn(agent_name, history, ctx))
         self.active_turns.add(task)
         task.add_done_callback(self.active_turns.discard)

@@ -143,12 +143,14 @@ class SessionActor(LoopActor):
 
     def _core(self, snapshot: SessionSnapshot) -> SessionCore:
         settings = self.runtime.settings
-        return SessionCore(
+        core = SessionCore(
             snapshot,
             settings.limits,
             self.runtime.agents.keys(),
             log_content=settings.logging.log_content,
         )
+        core.resume_turn(self.runtime.turns_unrecorded)
+        return core
 
     def _unavailable(self, error: BaseException) -> None:
         self.unavailable = error
@@ -203,6 +205,8 @@ class SessionActor(LoopActor):
     def _forget_completion(self, message: Any) -> None:
         if isinstance(message, m.TaskCompleted):
             self.runtime.unrecorded.pop(message.task.id, None)
+        elif isinstance(message, m.TurnDone):
+            self.runtime.turns_unrecorded.discard(message.turn_id)
 
     def _step(self, decide: Any, message: Any) -> None:
         core = self.core
@@ -333,6 +337,7 @@ class SessionActor(LoopActor):
 
     def _recorded(self, effect: fx.Recorded) -> None:
         self.runtime.unrecorded.pop(effect.task_id, None)
+        self.runtime.turns_unrecorded.discard(effect.task_id)
 
     def _log(self, effect: fx.Log) -> None:
         fields = effect.fields

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Container
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -191,6 +191,14 @@ class SessionCore:
 
     # --- turns ------------------------------------------------------------------------
 
+    def resume_turn(self, running: Container[str]) -> None:
+        """After a re-activation: if the transcript ends with a user message whose turn is
+        still ``running`` in this process, that turn is this session's turn again (its
+        end will be recorded; no other turn starts meanwhile)."""
+        last = self.transcript[-1] if self.transcript else None
+        if last is not None and last.role == "user" and last.turn_id in running:
+            self.turn_id = last.turn_id
+
     def _start_turn(self, msg: m.StartTurn, now: float) -> Effects:
         if self.turn_id is not None:
             raise TurnInProgressError(f"session {self.id} is already running turn {self.turn_id}")
@@ -249,7 +257,7 @@ class SessionCore:
             if answer is not None:
                 self.transcript.append(answer)
             self.turn_id = None
-            out = [self._turn_log(msg, data, seq), *self._publish(event)]
+            out = [self._turn_log(msg, data, seq), fx.Recorded(msg.turn_id), *self._publish(event)]
             for sub_id in [s.id for s in self.subscribers.values() if s.turn_id == msg.turn_id]:
                 del self.subscribers[sub_id]
             return out

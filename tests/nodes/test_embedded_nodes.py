@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from greenroom import Orchestrator
-from greenroom.errors import GreenroomError
+from greenroom.errors import GreenroomError, TurnInProgressError
 from greenroom.models import TaskStatus
 from tests.pg import fresh_database
 
@@ -142,3 +142,37 @@ async def _value(orch: Orchestrator, name: str) -> float:
 
 async def _empty(orch: Orchestrator) -> bool:
     return (await orch.stats())["completions_unrecorded"] == 0
+
+
+async def test_a_turn_running_through_a_lapse_is_answered_and_blocks_a_second_turn(
+    dsn: str, gate: asyncio.Event
+) -> None:
+    async def streaming(history: Any) -> AsyncIterator[str]:
+        yield "half "
+        await gate.wait()
+        yield "and the rest"
+
+    a = node(dsn, "a", lease_s=1.5)
+    a.register_agent("streaming", streaming)
+    async with a:
+        session = await a.create_session(agent="streaming")
+        turn_id = await session.start_turn("hello")
+        await until(lambda: _turn_running(session), "the turn to run")
+        assert a.node is not None
+        a.node.lapsed("a test: as if a renewal came too late")  # every session passivated
+        # A fresh incarnation (once the lease is back) knows the turn still runs here.
+        assert await until(lambda: _turn_running(session), "the session back")
+        with pytest.raises(TurnInProgressError):
+            await session.start_turn("another")
+        gate.set()
+        answers = await until(lambda: _answers(session), "the answer")
+        assert answers == [("half and the rest", turn_id)]
+        assert (await a.stats())["turns_unrecorded"] == 0
+
+
+async def _turn_running(session: Any) -> bool:
+    return bool((await session.info()).turn_running)
+
+
+async def _answers(session: Any) -> list[tuple[str, str]]:
+    return [(m.content, m.turn_id) for m in await session.messages() if m.role == "assistant"]
