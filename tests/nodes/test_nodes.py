@@ -169,6 +169,16 @@ def test_a_paused_node_loses_its_lease_and_its_late_writes_are_refused(cluster: 
         "a to notice it lost its lease",
     )
     assert a_stats == 1
+    # a's agent ends; a finds the session is b's now and does not record its completion.
+    log = Path(a.env["GREENROOM_DATA_DIR"]) / "greenroom.log"
+
+    def dropped() -> bool:
+        return any(
+            '"message_for_session_owned_elsewhere"' in line and '"TaskCompleted"' in line
+            for line in log.read_text().splitlines()
+        )
+
+    wait_for(dropped, 15, "a to drop its late completion")
     final = requests.get(f"{b.url}/v1/sessions/{sid}/results?after=0", timeout=5).json()
     assert [(x["task_id"], x["status"]) for x in final["results"]] == [(tid, "interrupted")]
     # And a serves the session again correctly, forwarding to b (once it has joined
