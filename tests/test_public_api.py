@@ -34,6 +34,7 @@ def test_all_lists_every_public_name_and_only_those() -> None:
         "logread",
         "testing",
         "metrics",
+        "cluster",
     }
     assert sorted(public - modules) == sorted(set(greenroom.__all__) - {"__version__"})
     for name in greenroom.__all__:
