@@ -995,7 +995,8 @@ async def fetch_stats(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
 
 
 def quiet(stats: dict[str, Any]) -> bool:
-    """No session or task actor alive, no task anywhere, no pooled read connection."""
+    """No session or task actor alive, no task anywhere, no pooled read connection, no
+    completion or turn held as not yet recorded."""
     actors = stats["actors"]
     return (
         stats["live_sessions"] == 0
@@ -1004,6 +1005,8 @@ def quiet(stats: dict[str, Any]) -> bool:
         and actors.get("task", 0) == 0
         and not any(stats["tasks"].values())
         and stats["store_read_connections"] == 0
+        and stats["completions_unrecorded"] == 0
+        and stats["turns_unrecorded"] == 0
     )
 
 
