@@ -33,7 +33,7 @@ import pykka
 
 from greenroom.actors import bridge
 from greenroom.actors import messages as m
-from greenroom.actors.dispatch import LoopActor
+from greenroom.actors.dispatch import LoopActor, log_crash
 from greenroom.actors.session import SessionActor
 from greenroom.errors import ShuttingDownError
 from greenroom.logs import get_logger
@@ -166,13 +166,7 @@ class DirectoryActor(LoopActor):
         try:
             self._receive(message)
         except Exception as exc:  # the failure policy: log, keep the table, go on
-            self.log.error(
-                "actor_crashed",
-                msg=type(message).__name__,
-                error_type=type(exc).__name__,
-                error=str(exc),
-                exc_info=True,
-            )
+            log_crash(self.log, message, exc)
         return None
 
     def _receive(self, message: Any) -> None:

@@ -44,6 +44,17 @@ BATCH = 64
 """Messages one actor handles before it lets the loop run something else."""
 
 
+def log_crash(logger: Any, message: Any, exc: BaseException) -> None:
+    """The one ``actor_crashed`` line of a handler error (``greenroom doctor`` reads it)."""
+    logger.error(
+        "actor_crashed",
+        msg=type(message).__name__,
+        error_type=type(exc).__name__,
+        error=str(exc),
+        exc_info=True,
+    )
+
+
 class LoopInbox:
     """A pykka inbox that wakes its actor on the loop instead of a waiting thread."""
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from greenroom.actors import bridge
 from greenroom.actors import effects as fx
 from greenroom.actors import messages as m
-from greenroom.actors.dispatch import LoopActor
+from greenroom.actors.dispatch import LoopActor, log_crash
 from greenroom.actors.scheduler import TaskSpec
 from greenroom.actors.session_core import _HANDLERS, STORE_RETRY_S, SessionCore
 from greenroom.errors import (
@@ -222,13 +222,7 @@ class SessionActor(LoopActor):
             reply.fail(exc)
         if isinstance(exc, _QUIET):
             return
-        self.log.error(
-            "actor_crashed",
-            msg=type(message).__name__,
-            error_type=type(exc).__name__,
-            error=str(exc),
-            exc_info=True,
-        )
+        log_crash(self.log, message, exc)
         self._retire(exc)
 
     def _retire(self, error: BaseException) -> None:
