@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 import requests
 
 from tests.cluster.nodes import StoreChoice, node_env
+from tests.cluster.procs import free_port
 from tests.pg import fresh_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,12 +27,6 @@ format = "json"
 kind = "echo"
 delay_s = 1.0
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
